@@ -13,6 +13,10 @@ from hpsearch.trainers.base import Trainer
 
 _BUILTIN: dict[str, str] = {
     "cvfp": "hpsearch.trainers.cvfp:CvfpTrainer",
+    "vae": "hpsearch.trainers.vae:VaeTrainer",
+    "lbo": "hpsearch.trainers.lbo:LboTrainer",
+    "lvm": "hpsearch.trainers.lvm:LvmTrainer",
+    "fep": "hpsearch.trainers.fep:FepTrainer",
 }
 
 

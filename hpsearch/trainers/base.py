@@ -77,6 +77,14 @@ class Trainer(ABC):
     def final_metrics(self) -> dict[str, float]:
         """Full evaluation after the last epoch."""
 
+    def report(self) -> dict[str, Any]:
+        """Structured results beyond the final metrics (e.g. a full test-suite report), JSON-safe.
+
+        Stored on the trial (user attr ``trainer_report``) and as the MLflow artifact
+        ``trainer_report.json``; empty by default.
+        """
+        return {}
+
     def effective_params(self) -> dict[str, Any]:
         """The params as they stand now: the original ones with the live knob values."""
         current = dict(self.params)

@@ -1,0 +1,196 @@
+"""The study-spec schema (DESIGN.md, Study spec), as pydantic models.
+
+Structure is checked here; cross-checks that need the trainer (param names, metric names, knob
+names) are in ``validate.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from hpsearch.pruners.declarative import RuleConfig
+
+Scalar = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    default: float | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> FloatParam:
+        _check_numeric_range(self.low, self.high, self.log, self.default)
+        if self.step is not None and (self.step <= 0 or self.log):
+            raise ValueError("step must be > 0 and cannot be combined with log: true")
+        return self
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+    default: int | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> IntParam:
+        _check_numeric_range(self.low, self.high, self.log, self.default)
+        if self.step <= 0:
+            raise ValueError(f"step must be >= 1, got {self.step}")
+        return self
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+    default: Scalar | None = None
+
+    @model_validator(mode="after")
+    def _check_default(self) -> CategoricalParam:
+        if self.default is not None and self.default not in self.choices:
+            raise ValueError(f"default {self.default!r} is not one of the choices {self.choices}")
+        return self
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+def _check_numeric_range(low: float, high: float, log: bool, default: float | None) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("low and high must be finite numbers")
+    if low >= high:
+        raise ValueError(f"low ({low}) must be < high ({high}); swap them or widen the range")
+    if log and low <= 0:
+        raise ValueError(f"log: true needs low > 0, got low={low}")
+    if default is not None and not low <= default <= high:
+        raise ValueError(f"default {default} is outside [{low}, {high}]")
+
+
+class ObjectiveSpec(_Strict):
+    """An objective on a final metric: a direction, or a band (0 inside, distance outside,
+    minimized)."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"] | None = None
+    band: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _direction_or_band(self) -> ObjectiveSpec:
+        if (self.direction is None) == (self.band is None):
+            raise ValueError("give exactly one of direction (maximize/minimize) or band: [low, high]")
+        if self.band is not None and self.band[0] >= self.band[1]:
+            raise ValueError(f"band low ({self.band[0]}) must be < band high ({self.band[1]})")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The objective's name in the study (Optuna metric name, dashboard, best configs)."""
+        return f"{self.metric}_band_distance" if self.band is not None else self.metric
+
+    @property
+    def optuna_direction(self) -> str:
+        return "minimize" if self.band is not None else str(self.direction)
+
+    def value(self, metrics: dict[str, float]) -> float:
+        """The objective value from final metrics (KeyError if the metric is missing)."""
+        metric = float(metrics[self.metric])
+        if self.band is None:
+            return metric
+        low, high = self.band
+        return max(low - metric, 0.0, metric - high)
+
+
+ConstraintOp = Literal[">=", "<=", ">", "<"]
+
+
+class ConstraintSpec(_Strict):
+    """Feasible when ``metric op value`` holds; stored as Optuna's constraint value (<= 0 is
+    feasible): ``value - metric`` for >= and >, ``metric - value`` for <= and <."""
+
+    metric: str
+    op: ConstraintOp
+    value: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+    def violation(self, metrics: dict[str, float]) -> float:
+        metric = float(metrics[self.metric])
+        return self.value - metric if self.op in (">=", ">") else metric - self.value
+
+
+class SamplerSpec(_Strict):
+    name: Literal["tpe", "nsga2", "nsga3", "gp", "random", "qmc"] = "tpe"
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrunerSpec(BaseModel):
+    """``name`` plus the pruner's own options (e.g. ``n_warmup_steps`` for median)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StudySpec(_Strict):
+    """A whole study spec (one YAML file)."""
+
+    name: str = Field(min_length=1)
+    trainer: str = Field(min_length=1)
+    description: str = ""
+    epochs: int = Field(ge=1)
+    seed: int = 0
+    fixed: dict[str, Scalar] = Field(default_factory=dict)
+    space: dict[str, ParamSpec] = Field(min_length=1)
+    objectives: list[ObjectiveSpec] = Field(min_length=1)
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    rules: list[str | RuleConfig] = Field(default_factory=list)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec | None = None
+    _source: str = PrivateAttr(default="<spec>")
+
+    @property
+    def source(self) -> str:
+        """Where the spec came from: a packaged name's file or the user's path."""
+        return self._source
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [objective.name for objective in self.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return [objective.optuna_direction for objective in self.objectives]
+
+    def default_params(self) -> dict[str, Scalar]:
+        """Every space key at its ``default`` (else the midpoint / first choice)."""
+        return {key: _default_of(param) for key, param in self.space.items()}
+
+
+def _default_of(param: FloatParam | IntParam | CategoricalParam) -> Scalar:
+    if param.default is not None:
+        return param.default
+    if isinstance(param, CategoricalParam):
+        return param.choices[0]
+    if isinstance(param, IntParam):
+        return (param.low + param.high) // 2
+    if param.log:
+        return math.sqrt(param.low * param.high)
+    return (param.low + param.high) / 2
