@@ -83,8 +83,11 @@ def spec_from_dict(data: Any, where: str = "<spec>") -> StudySpec:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """The first pydantic error as ``key.path: problem; fix``."""
-    first = error.errors()[0]
+    """The most specific pydantic error as ``key.path: problem; fix``.
+
+    Where a key may take several forms (a rule is a preset name or a mapping), the error with
+    the deepest location comes from the form the user meant."""
+    first = max(error.errors(), key=lambda item: len(item["loc"]))
     location = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
     kind, message = first["type"], first["msg"]
     if kind == "extra_forbidden":
