@@ -27,6 +27,7 @@ study_name_option = click.option(
 
 
 def _quiet_libraries() -> None:
+    import mlflow  # noqa: F401  (configures its loggers on import; we quiet them after)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

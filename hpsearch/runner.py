@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ def create_study(
             f"{spec.directions}; pass another --study-name"
         )
     if study.metric_names != spec.objective_names:
-        study.set_metric_names(spec.objective_names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.objective_names)
     if SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
     return study
@@ -133,7 +136,9 @@ def log_pareto_plot(study: optuna.Study, tracker: Tracker) -> None:
         from matplotlib import pyplot
         from optuna.visualization.matplotlib import plot_pareto_front
 
-        axes: Any = plot_pareto_front(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            axes: Any = plot_pareto_front(study, include_dominated_trials=True)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "pareto_front.png"
             axes.figure.savefig(path, dpi=100, bbox_inches="tight")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,16 +51,9 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> BaseStora
     url = url or default_storage_url()
     scheme = urlsplit(url).scheme
     try:
-        if scheme == "sqlite":
-            return _sqlite(url, heartbeat)
-        if scheme.startswith("postgresql"):
-            return _postgresql(url, heartbeat)
-        if scheme in ("redis", "rediss"):
-            return _redis_journal(url)
-        if scheme == "journal":
-            return _file_journal(url)
-        if scheme == "grpc":
-            return _grpc(url)
+        with warnings.catch_warnings():  # heartbeat options are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _open(url, scheme, heartbeat)
     except StorageError:
         raise
     except Exception as error:  # driver errors carry the URL; never print it unmasked
@@ -68,6 +62,19 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> BaseStora
             f"cannot open storage {mask_url(url)}: {message}; check that the server is running "
             "and the URL is right"
         ) from None
+
+
+def _open(url: str, scheme: str, heartbeat: bool) -> BaseStorage:
+    if scheme == "sqlite":
+        return _sqlite(url, heartbeat)
+    if scheme.startswith("postgresql"):
+        return _postgresql(url, heartbeat)
+    if scheme in ("redis", "rediss"):
+        return _redis_journal(url)
+    if scheme == "journal":
+        return _file_journal(url)
+    if scheme == "grpc":
+        return _grpc(url)
     raise StorageError(
         f"unsupported storage URL {mask_url(url)!r}; use sqlite:///file.db, "
         "postgresql+psycopg://user@host/db, redis://host:port, journal:///file.log "
@@ -135,11 +142,6 @@ def _grpc(url: str) -> BaseStorage:
 
     parts = urlsplit(url)
     return GrpcStorageProxy(host=parts.hostname or "localhost", port=parts.port or 13000)
-
-
-def quiet_optuna_logs() -> None:
-    """Keep Optuna's per-trial INFO lines out of progress-bar output."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 __all__ = ["DEFAULT_STORAGE", "default_storage_url", "mask_url", "open_storage"]

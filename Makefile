@@ -1,0 +1,46 @@
+# Set-up and everyday commands. `make demo` and `make test` do all the set-up themselves.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch requirement installed first (CI pins the CPU build on disk: torch==2.13.0).
+TORCH_REQUIREMENT ?= torch==2.13.0
+DEMO_TRIALS ?= 20
+PYTEST_ARGS ?=
+# This machine's pip config lists local indexes that may not exist: hide those warnings only.
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: install dev demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_REQUIREMENT)" 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q -e . 2>&1 | $(QUIET_PIP)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/hpsearch run cvfp --trials $(DEMO_TRIALS)
+	$(BIN)/hpsearch studies
+
+lint: dev
+	$(BIN)/ruff check hpsearch tests bench
+	$(BIN)/mypy
+
+test: dev lint
+	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+bench: dev
+	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+clean:
+	rm -rf $(VENV) hpsearch.db* mlflow.db* mlruns mlartifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,88 @@
+"""Shared fixtures: temporary stores, real services (PostgreSQL, Redis), the toy trainer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+TESTS_DIR = Path(__file__).parent
+sys.path.insert(0, str(TESTS_DIR))  # makes "toy_trainer:ToyTrainer" importable
+torch.set_num_threads(1)  # tests run in parallel workers on 2 cores
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+POSTGRES_URL = os.environ.get(
+    "HPSEARCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("HPSEARCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """In CI a missing server fails the test; on a laptop it is a skip with the reason."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI needs it running)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def any_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage backend in turn (one suite for all of them)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'studies.db'}"
+    elif request.param == "postgresql":
+        yield request.getfixturevalue("postgres_url")
+    else:
+        yield request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A study name no other test (or earlier run on a shared server) uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test writes hpsearch.db / mlflow.db into the repository."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,0 +1,72 @@
+"""One suite against every backend: SQLite (WAL), PostgreSQL and the Redis journal."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpsearch.errors import StorageError
+from hpsearch.storage import default_storage_url, mask_url, open_storage
+
+
+def test_a_study_round_trips_through_every_backend(any_storage_url: str, unique_name: str) -> None:
+    study = optuna.create_study(
+        study_name=unique_name, storage=open_storage(any_storage_url), directions=["minimize"] * 2
+    )
+    for x in (0.1, 0.5):
+        trial = study.ask()
+        trial.set_user_attr("effective_params", {"x": x, "knob": 2 * x})
+        study.tell(trial, [x, 1 - x])
+    again = optuna.load_study(study_name=unique_name, storage=open_storage(any_storage_url))
+    trials = again.get_trials()
+    assert [t.values for t in trials] == [[0.1, 0.9], [0.5, 0.5]]
+    assert trials[1].user_attrs["effective_params"] == {"x": 0.5, "knob": 1.0}
+    assert len(again.best_trials) == 2
+
+
+def test_sqlite_store_uses_wal(sqlite_url: str) -> None:
+    open_storage(sqlite_url)
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rdb_stores_get_a_heartbeat_and_retry_callback(sqlite_url: str) -> None:
+    storage = open_storage(sqlite_url)
+    assert storage.get_heartbeat_interval() is not None
+    assert storage.get_heartbeat_stale_trial_callback() is not None
+
+
+def test_default_url_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_storage_url() == "sqlite:///hpsearch.db"
+    monkeypatch.setenv("HPSEARCH_STORAGE", "sqlite:///other.db")
+    assert default_storage_url() == "sqlite:///other.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql+psycopg://alice:s3cret@db:5432/optuna", "postgresql+psycopg://alice:***@db:5432/optuna"),
+        ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("sqlite:///hpsearch.db", "sqlite:///hpsearch.db"),
+    ],
+)
+def test_passwords_are_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_unreachable_server_error_masks_the_password() -> None:
+    with pytest.raises(StorageError) as error:
+        open_storage("postgresql+psycopg://alice:s3cret@127.0.0.1:1/optuna")
+    assert "s3cret" not in str(error.value)
+    assert "alice:***@127.0.0.1:1" in str(error.value)
+
+
+def test_bad_urls_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="unsupported storage URL 'mysql://x'; use sqlite"):
+        open_storage("mysql://x")
+    with pytest.raises(StorageError, match="folder .* does not exist; create it"):
+        open_storage(f"sqlite:///{tmp_path}/no/such/dir/x.db")
