@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 _RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 MAX_PARAM_LENGTH = 6000
+SUMMARY_SUFFIX = ".summary"
 
 
 def tracking_uri_from_env() -> str:
@@ -104,19 +105,17 @@ class MlflowTracker(Tracker):
         return MlflowTrialRun(self, run_id)
 
     def log_study_artifact(self, study_name: str, name: str, path: str) -> None:
+        """Log a study-level file into the run ``study`` of the experiment
+        ``<study_name>.summary``, so the study's own experiment keeps one run per trial."""
+
         def log() -> None:
-            runs = self.client.search_runs(
-                [self.experiment_id(study_name)],
-                filter_string="tags.hpsearch_kind = 'study'",
-                max_results=1,
-            )
+            experiment_id = self.experiment_id(f"{study_name}{SUMMARY_SUFFIX}")
+            runs = self.client.search_runs([experiment_id], max_results=1)
             if runs:
                 run_id = runs[0].info.run_id
             else:
                 run = self.client.create_run(
-                    self.experiment_id(study_name),
-                    run_name="study",
-                    tags={"hpsearch_kind": "study", "study": study_name},
+                    experiment_id, run_name="study", tags={"study": study_name}
                 )
                 run_id = run.info.run_id
                 self.client.set_terminated(run_id, "FINISHED")
