@@ -110,14 +110,19 @@ def main() -> None:
         ours = time_hpsearch(f"sqlite:///{root / 'hps.db'}", args.trials, track=False)
         print(f"trials per side: {args.trials}, epochs per trial: {EPOCHS}, storage: SQLite")
         print(f"{'bare optuna':<28}{bare * 1000:8.1f} ms/trial")
-        print(f"{'hpsearch run (no MLflow)':<28}{ours * 1000:8.1f} ms/trial   ratio {ours / bare:.2f}x")
+        ratio = ours / bare
+        print(f"{'hpsearch run (no MLflow)':<28}{ours * 1000:8.1f} ms/trial   ratio {ratio:.2f}x")
         if args.mlflow:
             tracked = time_hpsearch(
-                f"sqlite:///{root / 'hps2.db'}", args.trials, track=True,
+                f"sqlite:///{root / 'hps2.db'}",
+                args.trials,
+                track=True,
                 mlflow_uri=f"sqlite:///{root / 'mlflow.db'}",
             )
-            print(f"{'hpsearch run + MLflow':<28}{tracked * 1000:8.1f} ms/trial   "
-                  f"ratio {tracked / bare:.2f}x")
+            print(
+                f"{'hpsearch run + MLflow':<28}{tracked * 1000:8.1f} ms/trial   "
+                f"ratio {tracked / bare:.2f}x"
+            )
 
 
 if __name__ == "__main__":

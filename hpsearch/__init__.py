@@ -1,9 +1,9 @@
 """hpsearch: multi-objective hyperparameter search for fragile training trade-offs.
 
-    import hpsearch
-    study = hpsearch.run("cvfp", n_trials=40)            # an optuna.Study
-    best = hpsearch.best_configs("cvfp", storage="sqlite:///hpsearch.db")
-    best[0].params, best[0].values, best[0].metrics, best[0].mlflow_run_id
+import hpsearch
+study = hpsearch.run("cvfp", n_trials=40)            # an optuna.Study
+best = hpsearch.best_configs("cvfp", storage="sqlite:///hpsearch.db")
+best[0].params, best[0].values, best[0].metrics, best[0].mlflow_run_id
 """
 
 from __future__ import annotations

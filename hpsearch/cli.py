@@ -71,8 +71,14 @@ def spaces() -> None:
 
 @cli.command()
 @click.argument("spec")
-@click.option("--trials", "n_trials", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Trials to run in this process.")
+@click.option(
+    "--trials",
+    "n_trials",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Trials to run in this process.",
+)
 @storage_option
 @study_name_option
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds.")
@@ -139,8 +145,13 @@ def studies(storage: str | None) -> None:
 
 @cli.command(name="try")
 @click.argument("spec")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="A space param's value (repeatable); others take their default.")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A space param's value (repeatable); others take their default.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=None, help="Trainer seed [default: the spec's seed].")
@@ -155,16 +166,29 @@ def try_command(
     outcome = try_config(spec, list(assignments), device=device, seed=seed)
     if as_json:
         data = outcome.to_json()
-        keys = ("state", "state_description", "reason", "params", "effective_params",
-                "final_metrics", "values", "constraints", "feasible", "events", "history")
+        keys = (
+            "state",
+            "state_description",
+            "reason",
+            "params",
+            "effective_params",
+            "final_metrics",
+            "values",
+            "constraints",
+            "feasible",
+            "events",
+            "history",
+        )
         click.echo(json.dumps({key: data[key] for key in keys}, indent=2))
         return
     click.echo(f"state: {outcome.describe_state()}")
     for name, value in outcome.final_metrics.items():
         click.echo(f"  {name} = {value:.4g}")
     for event in outcome.events:
-        click.echo(f"  rule {event['rule']} (epoch {event['epoch']}): {event['action']} "
-                   f"{event['knobs_before']} -> {event['knobs_after']} {event['message']}")
+        click.echo(
+            f"  rule {event['rule']} (epoch {event['epoch']}): {event['action']} "
+            f"{event['knobs_before']} -> {event['knobs_after']} {event['message']}"
+        )
 
 
 @cli.command()

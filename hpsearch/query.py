@@ -26,7 +26,7 @@ class BestConfig:
     mlflow_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))  # type: ignore[no-any-return]
+        return json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,9 @@ def study_summaries(storage: str | None = None) -> list[StudySummary]:
             StudySummary(
                 name=summary.study_name,
                 directions=[d.name.lower() for d in summary.directions],
-                objective_names=list(store.get_study_system_attrs(study_id).get(
-                    "study:metric_names", [])),
+                objective_names=list(
+                    store.get_study_system_attrs(study_id).get("study:metric_names", [])
+                ),
                 counts=dict(Counter(trial.state.name for trial in trials)),
             )
         )

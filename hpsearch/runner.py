@@ -42,7 +42,7 @@ def create_study(
     study = optuna.create_study(
         study_name=name,
         storage=open_storage(storage),
-        directions=spec.directions,
+        directions=spec.directions,  # type: ignore[arg-type]
         sampler=sampler,
         pruner=pruner,
         load_if_exists=True,

@@ -17,11 +17,17 @@ from toy_spec import toy_spec
 TESTS_DIR = Path(__file__).parent
 
 
-def hpsearch(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def hpsearch(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": str(TESTS_DIR), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "hpsearch", *args],
-        cwd=cwd, env=environment, capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -53,7 +59,9 @@ def test_run_best_studies_on_the_embedded_defaults(tmp_path: Path, toy_yaml: Pat
 
     as_json = hpsearch("best", str(toy_yaml), "--json", cwd=tmp_path)
     configs = json.loads(as_json.stdout)
-    assert configs and {"params", "effective_params", "values", "metrics", "mlflow_run_id"} <= set(configs[0])
+    assert configs and {"params", "effective_params", "values", "metrics", "mlflow_run_id"} <= set(
+        configs[0]
+    )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["toy"])
     assert len(runs) == 4
@@ -67,8 +75,18 @@ def test_run_best_studies_on_the_embedded_defaults(tmp_path: Path, toy_yaml: Pat
 def test_study_name_and_storage_env(tmp_path: Path, toy_yaml: Path) -> None:
     env = {"HPSEARCH_STORAGE": f"sqlite:///{tmp_path / 'env.db'}"}
     for name in ("first", "second"):
-        result = hpsearch("run", str(toy_yaml), "--trials", "1", "--study-name", name,
-                          "--no-mlflow", "--no-progress", cwd=tmp_path, env=env)
+        result = hpsearch(
+            "run",
+            str(toy_yaml),
+            "--trials",
+            "1",
+            "--study-name",
+            name,
+            "--no-mlflow",
+            "--no-progress",
+            cwd=tmp_path,
+            env=env,
+        )
         assert result.returncode == 0, result.stderr
     studies = hpsearch("studies", cwd=tmp_path, env=env).stdout
     assert "first " in studies and "second " in studies
@@ -81,7 +99,9 @@ def test_plain_optuna_reads_the_study(tmp_path: Path, toy_yaml: Path) -> None:
     optuna_cli = Path(sys.executable).with_name("optuna")
     result = subprocess.run(
         [str(optuna_cli), "best-trials", "--study-name", "toy", "--storage", url],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "values" in result.stdout
@@ -112,7 +132,10 @@ def test_try_prints_metrics_state_and_events_and_exits_0_when_pruned(
         (["try", "{toy}", "--set", "z=1"], "'z' is not in the search space"),
         (["try", "{toy}", "--set", "x=abc"], "--set x=abc: not a number"),
         (["best", "{toy}"], "no study 'toy' in sqlite:///hpsearch.db"),
-        (["run", "{toy}", "--storage", "mysql://u:secret@h/db"], "unsupported storage URL 'mysql://u:***@h/db'"),
+        (
+            ["run", "{toy}", "--storage", "mysql://u:secret@h/db"],
+            "unsupported storage URL 'mysql://u:***@h/db'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(

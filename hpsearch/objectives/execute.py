@@ -86,8 +86,11 @@ def _train(
             run.log_events(outcome.events)
         if engine.aborted_by is not None:
             event = engine.aborted_by
-            raise _Stop("PRUNED", f"rule {event.rule} at epoch {epoch}: {event.message}",
-                        pruned_by=f"rule {event.rule}")
+            raise _Stop(
+                "PRUNED",
+                f"rule {event.rule} at epoch {epoch}: {event.message}",
+                pruned_by=f"rule {event.rule}",
+            )
         _checked(metrics, f"epoch {epoch}")
         if on_epoch is not None:
             reason = on_epoch(epoch, metrics)

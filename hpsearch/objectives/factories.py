@@ -37,7 +37,9 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
             return optuna.samplers.QMCSampler(seed=spec.seed, **options)
         return optuna.samplers.RandomSampler(seed=spec.seed, **options)
     except TypeError as error:
-        raise SpecError(f"sampler.options: {error}; check the option names of {spec.name}") from None
+        raise SpecError(
+            f"sampler.options: {error}; check the option names of {spec.name}"
+        ) from None
 
 
 def make_pruner(spec: PrunerSpec | None, study_spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -55,6 +57,6 @@ def make_pruner(spec: PrunerSpec | None, study_spec: StudySpec) -> optuna.pruner
             "one objective; remove the pruner or use a single objective"
         )
     try:
-        return _OPTUNA_PRUNERS[spec.name](**spec.options())  # type: ignore[no-any-return]
+        return _OPTUNA_PRUNERS[spec.name](**spec.options())
     except TypeError as error:
         raise SpecError(f"{study_spec.source}: pruner: {error}; check its options") from None

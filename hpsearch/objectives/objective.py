@@ -90,7 +90,9 @@ class SpecObjective:
                 return None
             trial.report(objective.value(dict(metrics)), epoch)
             if trial.should_prune():
-                return f"pruner {self.spec.pruner.name if self.spec.pruner else ''} at epoch {epoch}"
+                return (
+                    f"pruner {self.spec.pruner.name if self.spec.pruner else ''} at epoch {epoch}"
+                )
             return None
 
         return report

@@ -146,8 +146,7 @@ def _check_call(node: ast.Call, source: str) -> set[str]:
         return set()
     allowed = sorted([*_PLAIN_FUNCTIONS, *_HISTORY_FUNCTIONS, *_STATE_FUNCTIONS])
     raise RuleError(
-        f"rule condition {source!r}: unknown function {function!r}; "
-        f"use one of {', '.join(allowed)}"
+        f"rule condition {source!r}: unknown function {function!r}; use one of {', '.join(allowed)}"
     )
 
 

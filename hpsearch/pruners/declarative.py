@@ -48,8 +48,8 @@ class BackoffConfig(BaseModel):
             raise ValueError("give at least one of set, add, scale or advise")
         return self
 
-    def knobs(self) -> set[str]:
-        return set(self.set) | set(self.add) | set(self.scale)
+    def knobs(self) -> frozenset[str]:
+        return frozenset(self.set) | frozenset(self.add) | frozenset(self.scale)
 
 
 class RuleConfig(BaseModel):
@@ -89,7 +89,7 @@ class RuleConfig(BaseModel):
         return Condition(self.when).names
 
     def changed_knobs(self) -> set[str]:
-        return self.then.knobs() if isinstance(self.then, BackoffConfig) else set()
+        return set(self.then.knobs()) if isinstance(self.then, BackoffConfig) else set()
 
     def build(self) -> ConditionRule:
         return ConditionRule(self)

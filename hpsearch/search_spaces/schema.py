@@ -89,7 +89,9 @@ class ObjectiveSpec(_Strict):
     @model_validator(mode="after")
     def _direction_or_band(self) -> ObjectiveSpec:
         if (self.direction is None) == (self.band is None):
-            raise ValueError("give exactly one of direction (maximize/minimize) or band: [low, high]")
+            raise ValueError(
+                "give exactly one of direction (maximize/minimize) or band: [low, high]"
+            )
         if self.band is not None and self.band[0] >= self.band[1]:
             raise ValueError(f"band low ({self.band[0]}) must be < band high ({self.band[1]})")
         return self

@@ -54,9 +54,7 @@ def _check_metrics(spec: StudySpec, trainer_class: type[Trainer], where: str) ->
 
 
 def _check_rules(spec: StudySpec, trainer_class: type[Trainer], where: str) -> None:
-    readable = (
-        set(trainer_class.metric_names) | set(trainer_class.param_defaults) | {"epoch"}
-    )
+    readable = set(trainer_class.metric_names) | set(trainer_class.param_defaults) | {"epoch"}
     knobs = set(trainer_class.knob_names)
     for index, entry in enumerate(spec.rules):
         label = f"{where}: rules[{index}]"

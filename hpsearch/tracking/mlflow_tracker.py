@@ -184,7 +184,9 @@ class MlflowTrialRun(TrialRun):
 
             now = int(time.time() * 1000)
             metrics = [Metric(f"final_{k}", _finite(v), now, 0) for k, v in final_metrics.items()]
-            metrics += [Metric(f"objective_{k}", _finite(v), now, 0) for k, v in (values or {}).items()]
+            metrics += [
+                Metric(f"objective_{k}", _finite(v), now, 0) for k, v in (values or {}).items()
+            ]
             client.log_batch(run_id, metrics=metrics, tags=[RunTag("state", state)])
             for name, content in artifacts.items():
                 client.log_dict(run_id, content, f"{name}.json")

@@ -39,9 +39,7 @@ class Trainer(ABC):
         self.device = device
         self.seed = seed
         seed_everything(seed)
-        self.knobs: dict[str, float] = {
-            name: float(self.params[name]) for name in self.knob_names
-        }
+        self.knobs: dict[str, float] = {name: float(self.params[name]) for name in self.knob_names}
         self.epoch = 0
 
     @classmethod
@@ -59,8 +57,8 @@ class Trainer(ABC):
         return resolved
 
     @classmethod
-    def validate_params(cls, params: Mapping[str, Any]) -> None:
-        """Raise ParamError on a bad value; subclasses extend this."""
+    def validate_params(cls, params: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raise ParamError on a bad value; subclasses extend this (default: accept all)."""
 
     def epochs(self, n: int) -> Iterator[dict[str, float]]:
         """Run ``n`` epochs, yielding the metrics after each one (``epoch`` counts from 1)."""

@@ -52,15 +52,20 @@ def test_a_nan_metric_fails_the_trial_with_the_metric_named(sqlite_url: str) -> 
 
 
 def test_bad_params_fail_the_trial_with_the_reason(sqlite_url: str) -> None:
-    study = run_toy(sqlite_url, 1, space={"x": {"type": "float", "low": 0.0, "high": 2.0}},
-                    fixed={"decay": 0.9})
+    study = run_toy(
+        sqlite_url, 1, space={"x": {"type": "float", "low": 0.0, "high": 2.0}}, fixed={"decay": 0.9}
+    )
     reasons = {t.user_attrs.get("fail_reason") for t in study.trials if t.state == FAIL}
     assert all("param x=" in reason for reason in reasons if reason)
 
 
 def test_a_rule_abort_prunes_the_trial_and_records_why(sqlite_url: str) -> None:
-    rule = {"name": "too-slow", "when": "epoch >= 2 and loss > 0.01", "then": "abort",
-            "message": "loss not falling fast enough"}
+    rule = {
+        "name": "too-slow",
+        "when": "epoch >= 2 and loss > 0.01",
+        "then": "abort",
+        "message": "loss not falling fast enough",
+    }
     study = run_toy(sqlite_url, 1, rules=[rule])
     trial = study.trials[0]
     assert trial.state == PRUNED
@@ -101,7 +106,9 @@ def test_single_objective_specs_report_to_optunas_pruners(sqlite_url: str) -> No
 
 def test_existing_study_with_other_directions_is_refused(sqlite_url: str) -> None:
     run_toy(sqlite_url, 1)
-    with pytest.raises(hpsearch.SpecError, match="exists with directions .* pass another --study-name"):
+    with pytest.raises(
+        hpsearch.SpecError, match="exists with directions .* pass another --study-name"
+    ):
         run_toy(sqlite_url, 1, objectives=[{"metric": "loss", "direction": "maximize"}])
 
 

@@ -8,7 +8,9 @@ from hpsearch.errors import RuleError
 from hpsearch.pruners.conditions import Condition, ConditionScope
 
 
-def scope(values: dict[str, float], history: list[dict[str, float]] | None = None) -> ConditionScope:
+def scope(
+    values: dict[str, float], history: list[dict[str, float]] | None = None
+) -> ConditionScope:
     return ConditionScope(values=values, history=history or [values], metrics=values)
 
 

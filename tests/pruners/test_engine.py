@@ -10,7 +10,9 @@ from hpsearch.pruners import RuleConfig, RuleEngine, build_rules, get_preset
 
 
 def engine_for(*rules: dict, params: dict | None = None) -> RuleEngine:
-    return RuleEngine(build_rules([RuleConfig.model_validate(rule) for rule in rules]), params or {})
+    return RuleEngine(
+        build_rules([RuleConfig.model_validate(rule) for rule in rules]), params or {}
+    )
 
 
 def test_for_epochs_needs_consecutive_epochs_and_restarts_after_a_firing() -> None:
@@ -52,7 +54,7 @@ def test_abort_stops_the_epoch_and_is_recorded() -> None:
         {"name": "stop", "when": "loss > 2", "then": "abort", "message": "diverged"},
         {"name": "later", "when": "loss > 0", "then": "advise"},
     )
-    assert engine.observe(1, {"loss": 1.0}, {}) [0].action == "advise"
+    assert engine.observe(1, {"loss": 1.0}, {})[0].action == "advise"
     events = engine.observe(2, {"loss": 3.0}, {})
     assert [event.rule for event in events] == ["stop"]
     assert engine.aborted_by is not None

@@ -49,7 +49,10 @@ def test_default_url_follows_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("url", "masked"),
     [
-        ("postgresql+psycopg://alice:s3cret@db:5432/optuna", "postgresql+psycopg://alice:***@db:5432/optuna"),
+        (
+            "postgresql+psycopg://alice:s3cret@db:5432/optuna",
+            "postgresql+psycopg://alice:***@db:5432/optuna",
+        ),
         ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
         ("sqlite:///hpsearch.db", "sqlite:///hpsearch.db"),
     ],

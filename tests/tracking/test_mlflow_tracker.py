@@ -12,7 +12,9 @@ from hpsearch.tracking import MlflowTracker
 
 def test_one_run_per_trial_with_epoch_history_events_and_artifacts(mlflow_uri: str) -> None:
     tracker = MlflowTracker(mlflow_uri, flush_every=2)
-    run = tracker.start_trial("study-a", 3, {"lr": 0.01, "schedule": "staged"}, {"study": "study-a"})
+    run = tracker.start_trial(
+        "study-a", 3, {"lr": 0.01, "schedule": "staged"}, {"study": "study-a"}
+    )
     assert run.run_id is not None
     for epoch in range(1, 6):
         run.log_epoch(epoch, {"loss": 1.0 / epoch, "rank": 0.1 * epoch})

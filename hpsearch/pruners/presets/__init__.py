@@ -1,9 +1,9 @@
 """Named rule sets (presets) from the seeds: a spec lists them by name under ``rules:``.
 
 Each trainer's presets live in a module beside this one (every module of this package is
-imported on first use) and register themselves with ``register_preset``. A preset holds declarative ``RuleConfig`` rules and/or factories of custom
-``Rule`` subclasses (for stateful logic such as a fallback ladder); ``build()`` makes fresh rule
-objects for each trial.
+imported on first use) and register themselves with ``register_preset``. A preset holds
+declarative ``RuleConfig`` rules and/or factories of custom ``Rule`` subclasses (for stateful
+logic such as a fallback ladder); ``build()`` makes fresh rule objects for each trial.
 """
 
 from __future__ import annotations
