@@ -57,7 +57,7 @@ class Trainer(ABC):
         return resolved
 
     @classmethod
-    def validate_params(cls, params: Mapping[str, Any]) -> None:  # noqa: B027
+    def validate_params(cls, params: Mapping[str, Any]) -> None:
         """Raise ParamError on a bad value; subclasses extend this (default: accept all)."""
 
     def epochs(self, n: int) -> Iterator[dict[str, float]]:

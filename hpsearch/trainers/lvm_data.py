@@ -42,9 +42,9 @@ class ArticleGenerator:
     dim: int = 64
     step_low: float = 0.6
     step_high: float = 1.0
-    jitter: float = 0.1
-    curvature: float = 0.3
-    noise: float = 0.5
+    jitter: float = 0.05
+    curvature: float = 0.1
+    noise: float = 0.3
 
     def sample(self, count: int, length: int, generator: torch.Generator) -> torch.Tensor:
         """``count`` articles of ``length`` unit frames, ``[count, length, dim]``."""
