@@ -59,6 +59,7 @@ class Trainer(ABC):
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> None:
         """Raise ParamError on a bad value; subclasses extend this (default: accept all)."""
+        return None
 
     def epochs(self, n: int) -> Iterator[dict[str, float]]:
         """Run ``n`` epochs, yielding the metrics after each one (``epoch`` counts from 1)."""
