@@ -173,3 +173,15 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
     result = hpsearch("--help", cwd=tmp_path)
     for command in ("spaces", "run", "best", "studies", "try", "dashboard"):
         assert f"  {command} " in result.stdout
+
+
+def test_a_crashing_trial_is_one_warning_line_and_the_run_goes_on(tmp_path: Path) -> None:
+    crashing = tmp_path / "crash.yaml"
+    crashing.write_text(yaml.safe_dump(toy_spec(fixed={"crash_at_epoch": 2})))
+    result = hpsearch(
+        "run", str(crashing), "--trials", "2", "--no-mlflow", "--no-progress", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "study 'toy' in sqlite:///hpsearch.db: 2 fail" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("RuntimeError: toy crash at epoch 2") == 2
