@@ -1,4 +1,4 @@
-"""Synthetic "articles" for the ``lvm`` trainer (seed 003): unit-vector sequences that drift forward.
+"""Synthetic "articles" for the ``lvm`` trainer (seed 003): unit-vector sequences drifting forward.
 
 An article is a walk on the unit sphere of R^d. Its clean path moves along a great circle at an
 article-specific angular step ``theta`` (the drift, drawn from ``[step_low, step_high]``), with

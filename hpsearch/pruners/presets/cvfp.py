@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hpsearch.pruners.presets import register_preset
 
-CVFP_HEALTH = [
+CVFP_HEALTH: list[dict[str, Any]] = [
     {
         "name": "non-finite",
         "when": "any_nonfinite()",
