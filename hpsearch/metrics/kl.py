@@ -11,6 +11,7 @@ from typing import overload
 
 import torch
 
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Elementwise KL(N(mu, exp(logvar)) || N(0, 1)) in nats, same shape as ``mu``."""
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())

@@ -8,7 +8,7 @@ of equal size; ``lbo``: a core and a detail group). The decoder gives Bernoulli 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,8 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
-
-from hpsearch.metrics.kl import gaussian_kl
 
 IMAGE_SIDE = 8
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -46,9 +44,7 @@ def load_digit_splits(
     pixels = torch.from_numpy(_digit_pixels())
     order = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(data_seed))
     n_val = max(1, round(len(pixels) * val_fraction))
-    return DigitSplits(
-        train=pixels[order[n_val:]].to(device), val=pixels[order[:n_val]].to(device)
-    )
+    return DigitSplits(train=pixels[order[n_val:]].to(device), val=pixels[order[:n_val]].to(device))
 
 
 class MlpVae(nn.Module):
@@ -90,12 +86,6 @@ def recon_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return per_pixel.sum(dim=-1).mean()
 
 
-def group_kl(mu: torch.Tensor, logvar: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
-    """KL per image of each consecutive latent group (summed over the group's dims), ``[B]`` each."""
-    kl = gaussian_kl(mu, logvar)
-    return [part.sum(dim=-1) for part in kl.split(list(sizes), dim=-1)]
-
-
 def kl_warmup_weight(
     epoch: int, total_epochs: int, max_weight: float, warmup_fraction: float
 ) -> float:
@@ -107,9 +97,7 @@ def kl_warmup_weight(
     return max_weight * min(1.0, progress / warmup_fraction)
 
 
-def batch_indices(
-    n: int, batch_size: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
+def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """A fresh permutation of ``range(n)`` cut into batches (the last one may be smaller)."""
     order = torch.randperm(n, generator=generator)
     yield from order.split(batch_size)
@@ -138,14 +126,3 @@ class PcaTeacher:
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) @ self.components.T / self.scale
-
-
-def snapshot_tensors(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Detached copies of ``tensors`` (buffers for ``copy_into``)."""
-    return [tensor.detach().clone() for tensor in tensors]
-
-
-def copy_into(targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor]) -> None:
-    """``target.copy_(source)`` for each pair, in one fused call where torch offers it."""
-    with torch.no_grad():
-        torch._foreach_copy_(list(targets), list(sources))
