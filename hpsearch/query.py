@@ -15,7 +15,9 @@ from hpsearch.storage import default_storage_url, mask_url, open_storage
 
 @dataclass(frozen=True)
 class BestConfig:
-    """One Pareto-optimal, feasible, finished trial."""
+    """One Pareto-optimal, feasible, finished trial: its suggested params, its effective params
+    (after rule backoffs), named objective values, final metrics, constraint values (<= 0 is
+    feasible), the rule events that fired during it and its MLflow run id."""
 
     trial_number: int
     params: dict[str, Any]
@@ -23,6 +25,7 @@ class BestConfig:
     values: dict[str, float]
     metrics: dict[str, float]
     constraints: dict[str, float] = field(default_factory=dict)
+    rule_events: list[dict[str, Any]] = field(default_factory=list)
     mlflow_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +81,7 @@ def _best_config(trial: optuna.trial.FrozenTrial, names: list[str]) -> BestConfi
         values=dict(zip(names, values, strict=True)),
         metrics=dict(trial.user_attrs.get("final_metrics", {})),
         constraints=dict(trial.constraints),
+        rule_events=list(trial.user_attrs.get("rule_events", [])),
         mlflow_run_id=trial.user_attrs.get("mlflow_run_id"),
     )
 

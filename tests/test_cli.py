@@ -59,9 +59,14 @@ def test_run_best_studies_on_the_embedded_defaults(tmp_path: Path, toy_yaml: Pat
 
     as_json = hpsearch("best", str(toy_yaml), "--json", cwd=tmp_path)
     configs = json.loads(as_json.stdout)
-    assert configs and {"params", "effective_params", "values", "metrics", "mlflow_run_id"} <= set(
-        configs[0]
-    )
+    assert configs and {
+        "params",
+        "effective_params",
+        "values",
+        "metrics",
+        "rule_events",
+        "mlflow_run_id",
+    } <= set(configs[0])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["toy"])
     assert len(runs) == 4

@@ -153,7 +153,7 @@ def apply_backoff(
         if knob in bounds:
             low, high = bounds[knob]
             value = min(max(value, low), high)
-        values[knob] = value
+        values[knob] = float(f"{value:.12g}")  # no float noise such as 0.08499999999999999
     return values
 
 

@@ -171,3 +171,11 @@ class TestCvfpHealth:
         engine = self.run({"schedule": "constant"}, [self.metrics(0.5, 0.5, train_rank=0.1)])
         assert engine.events == []
         assert self.knobs["dist_reg_weight"] == 0.3
+
+
+def test_repeated_backoffs_leave_no_float_noise() -> None:
+    engine = engine_for({"name": "down", "when": "x > 0", "then": {"add": {"fb": -0.005}}})
+    knobs = {"fb": 0.1}
+    for epoch in range(1, 4):
+        engine.observe(epoch, {"x": 1.0}, knobs)
+    assert knobs["fb"] == 0.085
