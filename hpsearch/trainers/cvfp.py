@@ -2,31 +2,49 @@
 
 A context vector is carried along a token stream: ``c_t = f(e_t, c_{t-1})``, where ``f`` is a
 residual feed-forward block followed by a layernorm mix
-``c = mix * LayerNorm(h) + (1 - mix) * h``. One epoch is one fixed-point iteration: a pass over
-every stream, each stream starting from the context it ended the previous pass with. Each token
-is one optimizer step on
+``c = mix * LayerNorm(h) + (1 - mix) * h`` with ``h = c_{t-1} + FFN([c_{t-1}; e_t])``.
+One epoch is one fixed-point iteration: a pass over every stream, each stream starting from the
+context it ended the previous pass with (as the seed carried its context from one iteration to
+the next). The first iteration only runs forward and records the contexts: with no previous
+iteration there is no fixed-point target yet. From the second iteration on, each position is one
+optimizer step, for all streams at once, on
 
-    (1 - w) * MSE(c_t, c_t from the previous iteration) + w * diversity,
-    diversity = -|| c_t - running mean of this pass's contexts ||
+    (1 - w) * MSE(c_t, c_t from the previous iteration) + w * diversity
 
 with raw MSE (no normalization: a fixed point needs equal values, not equal directions) and the
 incoming context detached (no gradient flows between tokens). The seed did this one token at a
 time; here ``streams`` token streams advance together, one step per position for all of them.
 
+``diversity`` is minus the spread of one step's contexts ``[streams, dim]``:
+
+* ``nuclear`` (default): the nuclear norm of the centred contexts (the sum of the spreads along
+  every principal direction), scaled to the distance from the centroid when the spread is
+  isotropic. The seed's distance from the mean measures total variance, which a LayerNorm holds
+  fixed; its gradient through shared weights grows the dominant directions first (a power
+  iteration), so it pushes the rank *down*. The nuclear norm, the convex surrogate of rank,
+  rewards spreading over many directions and keeps the rank up.
+* ``centroid``: the seed's ``-|| c_t - running mean of this pass's contexts ||``; the only form
+  defined for a single stream (the seed's one-token-at-a-time loop).
+* ``pairwise``: the seed's option 4, minus the mean pairwise distance between the streams.
+
 Metrics per epoch, on the training streams and on held-out validation streams (evaluated
 without training, carrying their own contexts from pass to pass): the convergence rate (share
 of tokens whose context moved less than ``convergence_threshold`` in per-token MSE since the
-last iteration) and the effective-rank ratio (effective rank of all contexts over the
-dimension).
+last iteration; 0 in the first iteration), the mean per-token MSE behind it (``*_context_mse``;
+measured from the zero start state in the first iteration) and the effective-rank ratio
+(effective rank of all contexts over the dimension).
 
-Weighting schedules for ``w`` (the knob ``dist_reg_weight``): ``constant``; ``staged`` (the
-seed's option 1: three equal stages from ``stage_start_weight`` through the midpoint down to
-``dist_reg_weight``, 0.8 / 0.5 / 0.2 with the defaults); ``adaptive`` (the seed's option 2,
-applied between epochs by the ``cvfp-health`` rules, which set the knob from the metrics).
+Weighting schedules for ``w`` (the knob ``dist_reg_weight``, read at every step): ``constant``;
+``staged`` (the seed's option 1: three stages from ``stage_start_weight`` through the midpoint
+down to ``dist_reg_weight``, 0.8 / 0.5 / 0.2 with the defaults, iterations 1-3 / 4-6 / 7-10 of
+10; the knob is set when a stage begins, so a rule's change holds until the next stage);
+``adaptive`` (the seed's option 2, applied between epochs by the ``cvfp-health`` rules, which set
+the knob from the metrics). The knob ``lr`` is applied at the start of every epoch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -39,20 +57,35 @@ from hpsearch.metrics import convergence_rate, effective_rank_ratio, per_token_m
 from hpsearch.trainers.base import Trainer, require_choice, require_range
 
 SCHEDULES = ("constant", "staged", "adaptive")
-DIVERSITY_FORMS = ("pairwise", "centroid")
+DIVERSITY_FORMS = ("nuclear", "centroid", "pairwise")
+INTEGER_PARAMS = (
+    "context_dim",
+    "hidden_dim",
+    "vocab_size",
+    "streams",
+    "train_tokens",
+    "val_tokens",
+)
+
+
+def nuclear_spread(contexts: torch.Tensor) -> torch.Tensor:
+    """Sum of the singular values of the centred ``[n, dim]`` contexts over ``sqrt(n * r)``,
+    ``r = min(n, dim)``: the root-mean-square distance from the centroid when the spread is
+    the same along every direction, ``1 / sqrt(r)`` of it when the spread lies on a line."""
+    rows, dim = contexts.shape
+    centred = contexts - contexts.mean(dim=0, keepdim=True)
+    return torch.linalg.svdvals(centred).sum() / math.sqrt(rows * min(rows, dim))
 
 
 def diversity_loss(contexts: torch.Tensor, running_mean: torch.Tensor, form: str) -> torch.Tensor:
-    """Negative spread of one step's contexts ``[streams, dim]`` (lower is more diverse).
-
-    ``centroid`` is the seed's ``-||c - mean||`` against the running mean of the pass;
-    ``pairwise`` is the seed's option 4, minus the mean pairwise distance between the streams.
-    """
+    """Negative spread of one step's contexts ``[streams, dim]`` (lower is more diverse)."""
     if form == "centroid":
         return -(contexts - running_mean).norm(dim=-1).mean()
     if contexts.shape[0] < 2:
         return contexts.new_zeros(())
-    return -torch.pdist(contexts).mean()
+    if form == "pairwise":
+        return -torch.pdist(contexts).mean()
+    return -nuclear_spread(contexts)
 
 
 class ContextBlock(nn.Module):
@@ -92,6 +125,19 @@ def make_token_streams(
     return tokens
 
 
+def stage_of(epoch: int, total_epochs: int) -> int:
+    """The stage (0, 1, 2) of ``epoch`` (from 1): three stages of ``total_epochs // 3`` epochs,
+    the last one taking the remainder (1-3 / 4-6 / 7-10 of 10, as in the seed)."""
+    return min((epoch - 1) // max(total_epochs // 3, 1), 2)
+
+
+def require_int(params: Mapping[str, Any], key: str, low: int, *, trainer: str) -> None:
+    """ParamError unless ``params[key]`` is an integer ``>= low``."""
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ParamError(f"{trainer}: param {key}={value!r} is not valid; use an integer >= {low}")
+
+
 class CvfpTrainer(Trainer):
     """Context-vector fixed-point learning; see the module docstring."""
 
@@ -108,7 +154,7 @@ class CvfpTrainer(Trainer):
         "convergence_threshold": 0.1,
         "layernorm_mix": 1.0,
         "schedule": "constant",
-        "diversity": "pairwise",
+        "diversity": "nuclear",
         "stage_start_weight": 0.8,
         "data_seed": 0,
     }
@@ -116,8 +162,10 @@ class CvfpTrainer(Trainer):
     metric_names = (
         "train_convergence_rate",
         "train_effective_rank_ratio",
+        "train_context_mse",
         "val_convergence_rate",
         "val_effective_rank_ratio",
+        "val_context_mse",
         "cvfp_loss",
         "diversity_loss",
         "dist_reg_weight",
@@ -125,8 +173,9 @@ class CvfpTrainer(Trainer):
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> None:
-        for key in ("context_dim", "hidden_dim", "vocab_size", "streams"):
-            require_range(params, key, 1, 1_000_000, trainer=cls.name)
+        for key in INTEGER_PARAMS:
+            require_int(params, key, 1, trainer=cls.name)
+        require_int(params, "data_seed", 0, trainer=cls.name)
         require_range(params, "dist_reg_weight", 0.0, 1.0, trainer=cls.name)
         require_range(params, "stage_start_weight", 0.0, 1.0, trainer=cls.name)
         require_range(params, "lr", 1e-8, 10.0, trainer=cls.name)
@@ -135,7 +184,7 @@ class CvfpTrainer(Trainer):
         require_choice(params, "schedule", SCHEDULES, trainer=cls.name)
         require_choice(params, "diversity", DIVERSITY_FORMS, trainer=cls.name)
         for key in ("train_tokens", "val_tokens"):
-            if int(params[key]) < int(params["streams"]):
+            if params[key] < params["streams"]:
                 raise ParamError(
                     f"cvfp: param {key}={params[key]} is smaller than streams="
                     f"{params['streams']}; give at least one token per stream"
@@ -144,20 +193,21 @@ class CvfpTrainer(Trainer):
     def __init__(self, params: Mapping[str, Any], *, device: torch.device, seed: int) -> None:
         super().__init__(params, device=device, seed=seed)
         p = self.params
-        dim, streams = int(p["context_dim"]), int(p["streams"])
-        data_generator = torch.Generator().manual_seed(int(p["data_seed"]))
-        self.embeddings = torch.randn(int(p["vocab_size"]), dim, generator=data_generator)
-        self.train_tokens = make_token_streams(
-            int(p["vocab_size"]), streams, int(p["train_tokens"]) // streams, data_generator
-        ).to(device)
-        self.val_tokens = make_token_streams(
-            int(p["vocab_size"]), streams, int(p["val_tokens"]) // streams, data_generator
-        ).to(device)
-        self.embeddings = self.embeddings.to(device)
-        self.block = ContextBlock(dim, int(p["hidden_dim"]), float(p["layernorm_mix"])).to(device)
+        dim, streams = p["context_dim"], p["streams"]
+        data_generator = torch.Generator().manual_seed(p["data_seed"])
+        embeddings = torch.randn(p["vocab_size"], dim, generator=data_generator)
+        train_tokens = make_token_streams(
+            p["vocab_size"], streams, p["train_tokens"] // streams, data_generator
+        )
+        val_tokens = make_token_streams(
+            p["vocab_size"], streams, p["val_tokens"] // streams, data_generator
+        )
+        self.embeddings = embeddings.to(device)
+        self.train_tokens, self.val_tokens = train_tokens.to(device), val_tokens.to(device)
+        self.block = ContextBlock(dim, p["hidden_dim"], float(p["layernorm_mix"])).to(device)
         self.optimizer = torch.optim.Adam(self.block.parameters(), lr=self.knobs["lr"])
-        zeros = torch.zeros(streams, dim, device=device)
-        self.train_start, self.val_start = zeros, zeros.clone()
+        self.train_start = torch.zeros(streams, dim, device=device)
+        self.val_start = torch.zeros(streams, dim, device=device)
         self.previous_train: torch.Tensor | None = None
         self.previous_val: torch.Tensor | None = None
         self.last_metrics: dict[str, float] = {}
@@ -167,22 +217,26 @@ class CvfpTrainer(Trainer):
     def scheduled_weight(self, epoch: int, total_epochs: int) -> float:
         """The diversity weight for this epoch under the ``staged`` schedule."""
         start, end = float(self.params["stage_start_weight"]), float(self.params["dist_reg_weight"])
-        stage = min(3 * (epoch - 1) // max(total_epochs, 1), 2)
-        return start + (end - start) * stage / 2
+        return start + (end - start) * stage_of(epoch, total_epochs) / 2
+
+    def _apply_schedule(self, epoch: int, total_epochs: int) -> None:
+        if self.params["schedule"] != "staged":
+            return
+        if epoch == 1 or stage_of(epoch, total_epochs) != stage_of(epoch - 1, total_epochs):
+            self.knobs["dist_reg_weight"] = self.scheduled_weight(epoch, total_epochs)
 
     # -- one iteration ----------------------------------------------------------------------
 
     def _run_epoch(self, epoch: int, total_epochs: int) -> dict[str, float]:
-        if self.params["schedule"] == "staged":
-            self.knobs["dist_reg_weight"] = self.scheduled_weight(epoch, total_epochs)
+        self._apply_schedule(epoch, total_epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = self.knobs["lr"]
-        train_contexts, cvfp_loss, diversity_loss = self._train_pass()
+        train_contexts, cvfp_loss, diversity = self._train_pass()
         val_contexts = self._val_pass()
         metrics = self._measure(train_contexts, val_contexts)
         metrics.update(
             cvfp_loss=cvfp_loss,
-            diversity_loss=diversity_loss,
+            diversity_loss=diversity,
             dist_reg_weight=self.knobs["dist_reg_weight"],
         )
         self.previous_train, self.previous_val = train_contexts, val_contexts
@@ -190,33 +244,45 @@ class CvfpTrainer(Trainer):
         return metrics
 
     def _train_pass(self) -> tuple[torch.Tensor, float, float]:
-        """One optimizer step per position, all streams at once; returns the contexts
+        """One pass over the training streams, one optimizer step per position for all of
+        them (forward only in the first iteration); returns the contexts
         ``[streams, length, dim]`` and the mean losses of the pass."""
-        weight = self.knobs["dist_reg_weight"]
         streams, length = self.train_tokens.shape
         contexts = torch.empty(streams, length, self.embeddings.shape[1], device=self.device)
         context = self.train_start
         running_mean = torch.zeros_like(context[0])
-        cvfp_total = diversity_total = 0.0
+        cvfp_total = torch.zeros((), device=self.device)
+        diversity_total = torch.zeros((), device=self.device)
         for position in range(length):
-            new_context = self.block(self.embeddings[self.train_tokens[:, position]], context)
-            cvfp = (
-                functional.mse_loss(new_context, self.previous_train[:, position])
-                if self.previous_train is not None
-                else new_context.new_zeros(())
-            )
-            diversity = diversity_loss(new_context, running_mean, self.params["diversity"])
-            loss = (1.0 - weight) * cvfp + weight * diversity
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            context = new_context.detach()
+            cvfp, diversity, context = self._train_step(position, context, running_mean)
             contexts[:, position] = context
             running_mean = running_mean + (context.mean(dim=0) - running_mean) / (position + 1)
-            cvfp_total += float(cvfp.detach())
-            diversity_total += float(diversity.detach())
+            cvfp_total += cvfp
+            diversity_total += diversity
         self.train_start = context
-        return contexts, cvfp_total / length, diversity_total / length
+        return contexts, float(cvfp_total) / length, float(diversity_total) / length
+
+    def _train_step(
+        self, position: int, context: torch.Tensor, running_mean: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Update the contexts of all streams at ``position`` and take one optimizer step;
+        returns the two (detached) loss terms and the new (detached) contexts."""
+        tokens = self.embeddings[self.train_tokens[:, position]]
+        form = self.params["diversity"]
+        if self.previous_train is None:  # first iteration: record the fixed-point targets
+            with torch.no_grad():
+                new_context = self.block(tokens, context)
+                diversity = diversity_loss(new_context, running_mean, form)
+            return torch.zeros_like(diversity), diversity, new_context
+        weight = self.knobs["dist_reg_weight"]
+        new_context = self.block(tokens, context)
+        cvfp = functional.mse_loss(new_context, self.previous_train[:, position])
+        diversity = diversity_loss(new_context, running_mean, form)
+        loss = (1.0 - weight) * cvfp + weight * diversity
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return cvfp.detach(), diversity.detach(), new_context.detach()
 
     @torch.no_grad()
     def _val_pass(self) -> torch.Tensor:
@@ -238,19 +304,23 @@ class CvfpTrainer(Trainer):
             ("val", val, self.previous_val),
         ):
             flat = contexts.reshape(-1, contexts.shape[-1])
-            metrics[f"{split}_convergence_rate"] = (
-                convergence_rate(contexts, previous, threshold) if previous is not None else 0.0
-            )
+            if previous is None:  # first iteration: moved from the zero start state
+                metrics[f"{split}_convergence_rate"] = 0.0
+                previous = torch.zeros_like(contexts)
+            else:
+                metrics[f"{split}_convergence_rate"] = convergence_rate(
+                    contexts, previous, threshold
+                )
+            metrics[f"{split}_context_mse"] = float(per_token_mse(contexts, previous).mean())
             metrics[f"{split}_effective_rank_ratio"] = effective_rank_ratio(flat)
-            if previous is not None:
-                metrics[f"{split}_context_mse"] = float(per_token_mse(contexts, previous).mean())
         return metrics
 
     def final_metrics(self) -> dict[str, float]:
         """The metrics of the last fixed-point iteration (train and validation).
 
         Convergence is only defined between two iterations of training, so the final figures
-        are those of the last epoch; an extra pass with a frozen model would converge trivially.
+        are those of the last epoch; an extra pass with a frozen model would measure only how
+        fast the map forgets the carried start context, not whether training has converged.
         """
         if not self.last_metrics:
             raise RuntimeError("final_metrics() needs at least one epoch; run epochs(n) first")
