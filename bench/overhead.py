@@ -54,7 +54,7 @@ def spec() -> Any:
     return spec_from_dict(
         {
             "name": "overhead",
-            "trainer": "__main__:NoopTrainer",
+            "trainer": f"{__name__}:NoopTrainer",
             "epochs": EPOCHS,
             "space": SPACE,
             "objectives": [

@@ -7,6 +7,7 @@ from typing import Any
 import optuna
 
 from hpsearch.errors import SpecError
+from hpsearch.pruners.pareto_asha import PRUNER_NAME, ParetoAshaPruner
 from hpsearch.search_spaces import PrunerSpec, SamplerSpec, StudySpec
 
 _OPTUNA_PRUNERS: dict[str, Any] = {
@@ -43,20 +44,33 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(spec: PrunerSpec | None, study_spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Optuna's pruner for single-objective specs; NopPruner when none is named."""
+    """The spec's pruner: ``pareto-asha`` (any number of objectives; the objective drives it),
+    one of Optuna's (single-objective specs only), or NopPruner when none is named."""
     if spec is None:
         return optuna.pruners.NopPruner()
+    if spec.name == PRUNER_NAME:
+        return make_pareto_asha(spec, study_spec)
     if spec.name not in _OPTUNA_PRUNERS:
         raise SpecError(
             f"{study_spec.source}: pruner.name: unknown pruner {spec.name!r}; use one of "
-            f"{', '.join(sorted(_OPTUNA_PRUNERS))}"
+            f"{', '.join(sorted([*_OPTUNA_PRUNERS, PRUNER_NAME]))}"
         )
     if len(study_spec.objectives) > 1 and spec.name != "nop":
         raise SpecError(
             f"{study_spec.source}: pruner.name: Optuna's {spec.name!r} pruner works only with "
-            "one objective; remove the pruner or use a single objective"
+            f"one objective; use {PRUNER_NAME!r} for several objectives, or remove the pruner"
         )
     try:
         return _OPTUNA_PRUNERS[spec.name](**spec.options())
     except TypeError as error:
         raise SpecError(f"{study_spec.source}: pruner: {error}; check its options") from None
+
+
+def make_pareto_asha(spec: PrunerSpec, study_spec: StudySpec) -> ParetoAshaPruner:
+    """``pareto-asha`` from the spec's ``pruner:`` options (SpecError naming a bad one)."""
+    try:
+        return ParetoAshaPruner.from_options(
+            study_spec.directions, study_spec.epochs, spec.options()
+        )
+    except ValueError as error:
+        raise SpecError(f"{study_spec.source}: pruner ({PRUNER_NAME}): {error}") from None
