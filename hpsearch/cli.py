@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -24,10 +25,24 @@ storage_option = click.option("--storage", default=None, metavar="URL", help=STO
 study_name_option = click.option(
     "--study-name", default=None, help="Study name [default: the spec's name]."
 )
+trials_budget_option = click.option(
+    "--trials",
+    "n_trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Study-wide budget: stop once this many trials of the study have finished (complete "
+    "+ pruned), counted across all workers [default: run until stopped].",
+)
+no_mlflow_option = click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds."
+)
 
 
-def _quiet_libraries() -> None:
-    import mlflow  # noqa: F401  (configures its loggers on import; we quiet them after)
+def _quiet_libraries(track: bool = True) -> None:
+    """Library logs at WARNING; MLflow is imported (it sets up its loggers) only if tracking."""
+    if track:
+        import mlflow  # noqa: F401  (configures its loggers on import; we quiet them after)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -204,6 +219,178 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     url = storage or default_storage_url()
     click.echo(f"optuna-dashboard for {mask_url(url)} on http://{host}:{port}/")
     run_server(open_storage(url, heartbeat=False), host=host, port=port)
+
+
+@cli.command()
+@click.argument("spec")
+@storage_option
+@trials_budget_option
+@study_name_option
+@timeout_option
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@no_mlflow_option
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    spec: str,
+    storage: str | None,
+    n_trials: int | None,
+    study_name: str | None,
+    timeout: float | None,
+    device: str,
+    no_mlflow: bool,
+) -> None:
+    """One worker of a distributed study: run trials of SPEC until the study-wide budget is met.
+
+    Start any number of workers, on any machines, on one --storage (PostgreSQL, the Redis
+    journal, grpc://HOST:PORT of `hpsearch storage-proxy`); the study is created if missing.
+    SIGTERM or Ctrl-C fails the running trial, queues it again with the same params, and exits
+    with 128 + the signal number."""
+    from hpsearch.workers import run_worker
+
+    _quiet_libraries(track=not no_mlflow)
+    url = storage or default_storage_url()
+    click.echo(f"worker pid {os.getpid()} on {mask_url(url)}")
+    result = run_worker(
+        spec,
+        storage=url,
+        n_trials=n_trials,
+        study_name=study_name,
+        device=device,
+        track=not no_mlflow,
+        timeout=timeout,
+        report=click.echo,
+    )
+    click.echo(result.summary())
+    if result.signal is not None:
+        ctx.exit(128 + result.signal)
+
+
+@cli.command()
+@click.argument("spec")
+@click.option(
+    "--gpus",
+    default=None,
+    metavar="IDS",
+    help="GPU ids, e.g. 0,1,2,3, or 'all' [default: every visible GPU].",
+)
+@click.option(
+    "--per-gpu",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Workers per GPU.",
+)
+@click.option(
+    "--cpu-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="Run K workers on the CPU instead of GPU workers.",
+)
+@trials_budget_option
+@storage_option
+@study_name_option
+@timeout_option
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Restarts of a crashed worker, per slot.",
+)
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a worker gets to stop after Ctrl-C / SIGTERM before it is killed.",
+)
+@no_mlflow_option
+@click.pass_context
+def launch(
+    ctx: click.Context,
+    spec: str,
+    gpus: str | None,
+    per_gpu: int,
+    cpu_workers: int | None,
+    n_trials: int | None,
+    storage: str | None,
+    study_name: str | None,
+    timeout: float | None,
+    max_restarts: int,
+    stop_timeout: float,
+    no_mlflow: bool,
+) -> None:
+    """Run one `hpsearch worker` process per GPU slot on one study, and supervise them.
+
+    Each worker sees one GPU (CUDA_VISIBLE_DEVICES); its log lines are prefixed with its slot.
+    The study is created before the workers start. A crashed worker is restarted (at most
+    --max-restarts times) and its running trial re-queued. Ctrl-C / SIGTERM stops every worker
+    so that no trial is left RUNNING; the interrupted trials are queued again."""
+    from hpsearch.workers import ensure_study
+    from hpsearch.workers.launcher import (
+        Launcher,
+        fail_trials_of_dead_workers,
+        plan_slots,
+        worker_command,
+    )
+
+    _quiet_libraries(track=not no_mlflow)
+    url = storage or default_storage_url()
+    slots = plan_slots(gpus, per_gpu, cpu_workers)
+    study = ensure_study(load_spec(spec), url, study_name)
+    name = study.study_name
+    device = "cpu" if cpu_workers else "auto"
+
+    def command(_slot: Any) -> list[str]:
+        return worker_command(
+            spec,
+            n_trials=n_trials,
+            study_name=name,
+            device=device,
+            track=not no_mlflow,
+            timeout=timeout,
+        )
+
+    def on_dead_worker(pids: list[int]) -> None:
+        failed = fail_trials_of_dead_workers(study, pids)
+        if failed:
+            launcher.log(f"failed and re-queued trial(s) {failed} of dead worker(s) {pids}")
+
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // len(slots)))
+    environment = {"HPSEARCH_STORAGE": url, "OMP_NUM_THREADS": threads}  # cores shared out
+    launcher = Launcher(
+        slots,
+        command,
+        environment=environment,
+        max_restarts=max_restarts,
+        stop_timeout=stop_timeout,
+        on_dead_worker=on_dead_worker,
+    )
+    budget = f"{n_trials} trials" if n_trials else "no trial budget"
+    launcher.log(f"study {name!r} in {mask_url(url)}: {len(slots)} worker(s), {budget}")
+    code = launcher.run()
+    launcher.log(f"study {name!r}: {_state_counts(study)}")
+    ctx.exit(code)
+
+
+@cli.command(name="storage-proxy")
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=13000, show_default=True)
+def storage_proxy(storage: str | None, host: str, port: int) -> None:
+    """Serve Optuna's gRPC storage proxy in front of --storage (an SQL store).
+
+    Workers then pass --storage grpc://HOST:PORT; only the proxy connects to the database, so
+    very many workers do not exhaust its connections. Trials run through the proxy have no
+    heartbeat: a killed worker's trial is not failed automatically."""
+    from hpsearch.storage import serve_grpc_proxy
+
+    _quiet_libraries(track=False)
+    url = storage or default_storage_url()
+    click.echo(f"gRPC storage proxy for {mask_url(url)} on {host}:{port}")
+    serve_grpc_proxy(url, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,10 +20,10 @@ import optuna
 import torch
 
 from hpsearch.errors import HpsearchError
-from hpsearch.metrics.pareto import as_losses, derived_reference, hypervolume
 from hpsearch.objectives.attrs import set_user_attrs
 from hpsearch.objectives.execute import EpochHook, execute_trial, pick_device
 from hpsearch.objectives.factories import make_pareto_asha
+from hpsearch.objectives.hypervolume import StudyHypervolume
 from hpsearch.objectives.outcome import TrialOutcome, json_safe
 from hpsearch.objectives.suggest import suggest_params
 from hpsearch.pruners.pareto_asha import PRUNER_NAME, ParetoAshaPruner
@@ -67,6 +67,7 @@ class SpecObjective:
         self.study_name = study_name or spec.name
         self.device = pick_device(device)
         self.pareto_asha = _pareto_asha(spec)
+        self._study_hypervolume: StudyHypervolume | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         params = {**self.spec.fixed, **suggest_params(trial, self.spec.space)}
@@ -148,6 +149,11 @@ class SpecObjective:
         record.pruned = {"pruned_rung": decision.rung, "pruned_rank": decision.rank}
         return decision.reason()
 
+    def _hypervolume(self, reference: Sequence[float] | None) -> StudyHypervolume:
+        if self._study_hypervolume is None:
+            self._study_hypervolume = StudyHypervolume(self.spec.directions, reference)
+        return self._study_hypervolume
+
     def _hypervolume_attrs(
         self, trial: optuna.Trial, outcome: TrialOutcome, run: TrialRun
     ) -> dict[str, Any]:
@@ -160,7 +166,7 @@ class SpecObjective:
             own = ([outcome.values[name] for name in self.spec.objective_names], outcome.feasible)
         reference = self.pareto_asha.reference_point if self.pareto_asha else None
         try:
-            volume, used = study_hypervolume(trial.study, self.spec.directions, reference, own)
+            volume, used = self._hypervolume(reference).update(trial.study, own)
         except Exception as error:  # a statistic must never fail a trial
             logger.warning("trial %d: could not compute the hypervolume: %s", trial.number, error)
             return {}
@@ -193,34 +199,6 @@ def epoch_vector(
         c.violation(dict(metrics)) if c.metric in metrics else None for c in spec.constraints
     ]
     return values, constraints
-
-
-def study_hypervolume(
-    study: optuna.Study,
-    directions: Sequence[str],
-    reference_point: Sequence[float] | None = None,
-    extra: tuple[Sequence[float], bool] | None = None,
-) -> tuple[float, list[float] | None]:
-    """(hypervolume, reference point) of the study's feasible complete trials, plus ``extra``
-    (values, feasible) for a trial not yet told. The reference point is ``reference_point``
-    (in objective values), else derived from the worst values of every complete trial
-    (``derived_reference``, so it can move as trials arrive); None when there are none."""
-    rows = [
-        (list(t.values), all(c <= 0.0 for c in (t.constraints or {}).values()))
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.values is not None
-    ]
-    if extra is not None:
-        rows.append((list(extra[0]), extra[1]))
-    if not rows and reference_point is None:
-        return 0.0, None
-    if reference_point is not None:
-        reference = as_losses([list(reference_point)], directions)[0]
-    else:
-        reference = derived_reference(as_losses([r[0] for r in rows], directions))
-    feasible = [values for values, ok in rows if ok]
-    volume = hypervolume(as_losses(feasible, directions), reference) if feasible else 0.0
-    return volume, [float(v) for v in as_losses([reference], directions)[0]]
 
 
 def _pareto_asha(spec: StudySpec) -> ParetoAshaPruner | None:

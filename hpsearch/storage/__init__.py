@@ -6,16 +6,23 @@
 - ``grpc://host:port``: Optuna's gRPC storage proxy (``optuna.storages.run_grpc_proxy_server``).
 
 RDB stores get a heartbeat so a trial of a dead worker is failed after the grace period and
-retried with the same params (``RetryHeartbeatStaleTrialCallback``). Passwords are masked by
-``mask_url`` wherever a URL is printed or logged.
+retried with the same params (``RetryHeartbeatStaleTrialCallback``); ``HPSEARCH_HEARTBEAT_S`` and
+``HPSEARCH_GRACE_S`` change the defaults (60 s and 180 s). A PostgreSQL connection lost to a server
+restart is reopened, retrying for up to ``HPSEARCH_RECONNECT_S`` (default 60 s).
+``serve_grpc_proxy`` runs the gRPC proxy in front of a store. Passwords are masked by ``mask_url``
+wherever a URL is printed or logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import sqlite3
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
@@ -23,10 +30,15 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 
 from hpsearch.errors import StorageError
 
+logger = logging.getLogger("hpsearch.storage")
+
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
 HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180
+RECONNECT_S = 60
 MAX_RETRY = 3
+SCHEMA_ATTEMPTS = 5
+DEFAULT_GRPC_PORT = 13000
 
 
 def default_storage_url() -> str:
@@ -82,12 +94,76 @@ def _open(url: str, scheme: str, heartbeat: bool) -> BaseStorage:
     )
 
 
+_TRANSIENT_ERROR_NAMES = frozenset(
+    {"OperationalError", "InterfaceError", "ConnectionError", "TimeoutError", "BusyLoadingError"}
+)
+
+
+def is_transient_error(error: BaseException) -> bool:
+    """True for an error of an unreachable or restarting store (database connection lost or
+    refused, database locked, Redis connection error, gRPC UNAVAILABLE), worth retrying; the
+    causes of an error are looked at too (Optuna wraps database errors in its own)."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if _is_transient(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_transient(error: BaseException) -> bool:
+    if getattr(error, "connection_invalidated", False):
+        return True
+    if any(kind.__name__ in _TRANSIENT_ERROR_NAMES for kind in type(error).__mro__):
+        return True
+    code = getattr(error, "code", None)
+    if callable(code):  # grpc.RpcError
+        try:
+            return getattr(code(), "name", "") in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        except Exception:
+            return False
+    return False
+
+
+def _env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds >= 1 from the environment variable ``name``, else ``default``."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StorageError(
+            f"{name}={text!r} is not a whole number of seconds >= 1; fix or unset it"
+        )
+    return value
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: ``HPSEARCH_HEARTBEAT_S`` (default 60) and
+    ``HPSEARCH_GRACE_S`` (default 3 heartbeats); the grace period is at least 2 heartbeats."""
+    interval = _env_seconds("HPSEARCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S)
+    default_grace = GRACE_PERIOD_S * interval // HEARTBEAT_INTERVAL_S
+    grace = _env_seconds("HPSEARCH_GRACE_S", default_grace)
+    if grace < 2 * interval:
+        raise StorageError(
+            f"HPSEARCH_GRACE_S={grace} is shorter than two heartbeats "
+            f"(HPSEARCH_HEARTBEAT_S={interval}); a live trial would be failed: raise it"
+        )
+    return interval, grace
+
+
 def _heartbeat_kwargs(heartbeat: bool) -> dict[str, object]:
     if not heartbeat:
         return {}
+    interval, grace = heartbeat_settings()
     return {
-        "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-        "grace_period": GRACE_PERIOD_S,
+        "heartbeat_interval": interval,
+        "grace_period": grace,
         "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
     }
 
@@ -101,11 +177,25 @@ def _sqlite(url: str, heartbeat: bool) -> RDBStorage:
                 f"cannot open storage {url}: folder {str(folder)!r} does not exist; create it"
             )
         _enable_wal(path)
-    return RDBStorage(
-        url,
-        engine_kwargs={"connect_args": {"timeout": 60}},
-        **_heartbeat_kwargs(heartbeat),  # type: ignore[arg-type]
-    )
+    return _rdb_storage(url, {"connect_args": {"timeout": 60}}, heartbeat)
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: bool) -> RDBStorage:
+    """An RDBStorage; on a new database, processes that start together race to create Optuna's
+    tables, and the losers try again (they then find the tables)."""
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **_heartbeat_kwargs(heartbeat))  # type: ignore[arg-type]
+        except Exception as error:
+            if attempt == SCHEMA_ATTEMPTS or not _lost_schema_race(error):
+                raise
+            time.sleep(random.uniform(0.1, 0.5) * attempt)
+    raise AssertionError("unreachable")
+
+
+def _lost_schema_race(error: BaseException) -> bool:
+    text = str(error).lower()
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text
 
 
 def _enable_wal(path: str) -> None:
@@ -117,11 +207,31 @@ def _enable_wal(path: str) -> None:
 def _postgresql(url: str, heartbeat: bool) -> RDBStorage:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return RDBStorage(
-        url,
-        engine_kwargs={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4},
-        **_heartbeat_kwargs(heartbeat),  # type: ignore[arg-type]
-    )
+    engine_kwargs = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4}
+    storage = _rdb_storage(url, engine_kwargs, heartbeat)
+    _reconnect_on_restart(storage.engine, _env_seconds("HPSEARCH_RECONNECT_S", RECONNECT_S))
+    return storage
+
+
+def _reconnect_on_restart(engine: Any, patience_s: int) -> None:
+    """New connections retry while the server is down (restart, failover) for ``patience_s``.
+
+    With ``pool_pre_ping`` a connection the server closed is replaced on checkout, so every call
+    made while the server restarts waits for it instead of failing."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as error:
+                if time.monotonic() >= deadline:
+                    raise
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                logger.warning("database unreachable (%s); retrying", first_line)
+                time.sleep(1.0)
 
 
 def _redis_journal(url: str) -> BaseStorage:
@@ -138,10 +248,53 @@ def _file_journal(url: str) -> BaseStorage:
 
 
 def _grpc(url: str) -> BaseStorage:
+    _require_grpc()
     from optuna.storages import GrpcStorageProxy
 
     parts = urlsplit(url)
-    return GrpcStorageProxy(host=parts.hostname or "localhost", port=parts.port or 13000)
+    return GrpcStorageProxy(
+        host=parts.hostname or "localhost", port=parts.port or DEFAULT_GRPC_PORT
+    )
 
 
-__all__ = ["DEFAULT_STORAGE", "default_storage_url", "mask_url", "open_storage"]
+def _require_grpc() -> None:
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise StorageError("the gRPC storage proxy needs grpcio: pip install grpcio") from None
+
+
+def serve_grpc_proxy(
+    url: str | None, *, host: str = "127.0.0.1", port: int = DEFAULT_GRPC_PORT
+) -> None:
+    """Serve Optuna's gRPC storage proxy for the store at ``url`` until interrupted.
+
+    Workers then open ``grpc://host:port``: the proxy holds the only database connections, so
+    very many workers do not exhaust the database's connection limit. Trials run through the
+    proxy have no heartbeat (Optuna's gRPC client does not support it)."""
+    _require_grpc()
+    from optuna.storages import get_storage, run_grpc_proxy_server
+
+    url = url or default_storage_url()
+    if urlsplit(url).scheme in ("grpc", "redis", "rediss", "journal"):
+        raise StorageError(
+            f"the gRPC proxy serves an SQL store, not {mask_url(url)!r}; "
+            "pass --storage postgresql+psycopg://... or sqlite:///..."
+        )
+    storage = get_storage(open_storage(url, heartbeat=False))  # adds Optuna's trial cache
+    try:
+        run_grpc_proxy_server(storage, host=host, port=port)
+    except RuntimeError as error:  # grpc: "Failed to bind to address"
+        raise StorageError(f"cannot serve on {host}:{port}: {error}; pick another --port") from None
+
+
+__all__ = [
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_STORAGE",
+    "default_storage_url",
+    "heartbeat_settings",
+    "is_transient_error",
+    "mask_url",
+    "open_storage",
+    "serve_grpc_proxy",
+]

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages import RDBStorage
 
 from hpsearch.errors import StorageError
-from hpsearch.storage import default_storage_url, mask_url, open_storage
+from hpsearch.storage import (
+    default_storage_url,
+    heartbeat_settings,
+    is_transient_error,
+    mask_url,
+    open_storage,
+    serve_grpc_proxy,
+)
 
 
 def test_a_study_round_trips_through_every_backend(any_storage_url: str, unique_name: str) -> None:
@@ -36,6 +44,7 @@ def test_sqlite_store_uses_wal(sqlite_url: str) -> None:
 
 def test_rdb_stores_get_a_heartbeat_and_retry_callback(sqlite_url: str) -> None:
     storage = open_storage(sqlite_url)
+    assert isinstance(storage, RDBStorage)
     assert storage.get_heartbeat_interval() is not None
     assert storage.get_heartbeat_stale_trial_callback() is not None
 
@@ -73,3 +82,68 @@ def test_bad_urls_name_the_fix(tmp_path: Path) -> None:
         open_storage("mysql://x")
     with pytest.raises(StorageError, match="folder .* does not exist; create it"):
         open_storage(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+
+
+def test_heartbeat_and_grace_period_follow_the_environment(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    assert heartbeat_settings() == (60, 180)
+    monkeypatch.setenv("HPSEARCH_HEARTBEAT_S", "2")
+    assert heartbeat_settings() == (2, 6)  # the grace period scales with the heartbeat
+    monkeypatch.setenv("HPSEARCH_GRACE_S", "5")
+    storage = open_storage(sqlite_url)
+    assert isinstance(storage, RDBStorage)
+    assert (storage.heartbeat_interval, storage.grace_period) == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"HPSEARCH_HEARTBEAT_S": "0.5"}, "HPSEARCH_HEARTBEAT_S='0.5' is not a whole number"),
+        ({"HPSEARCH_GRACE_S": "-1"}, "HPSEARCH_GRACE_S='-1' is not a whole number"),
+        (
+            {"HPSEARCH_HEARTBEAT_S": "10", "HPSEARCH_GRACE_S": "15"},
+            "HPSEARCH_GRACE_S=15 is shorter than two heartbeats",
+        ),
+    ],
+)
+def test_bad_heartbeat_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, variables: dict[str, str], message: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StorageError, match=message):
+        open_storage(sqlite_url)
+
+
+def test_postgresql_connections_wait_for_a_restarting_server(postgres_url: str) -> None:
+    storage = open_storage(postgres_url)
+    assert isinstance(storage, RDBStorage)
+    assert storage.engine.pool._pre_ping
+    listeners = list(storage.engine.dialect.dispatch.do_connect)
+    assert [listener.__qualname__.split(".")[0] for listener in listeners] == [
+        "_reconnect_on_restart"
+    ]  # tests/workers/test_worker_recovery.py restarts a server
+
+
+def test_transient_errors_are_told_apart_from_real_ones() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    lost = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+    assert is_transient_error(lost)
+    try:  # Optuna wraps database errors in its own
+        try:
+            raise lost
+        except OperationalError as error:
+            raise optuna.exceptions.StorageInternalError("commit failed") from error
+    except optuna.exceptions.StorageInternalError as wrapped:
+        assert is_transient_error(wrapped)
+    assert is_transient_error(ConnectionRefusedError())
+    assert not is_transient_error(ValueError("bad value"))
+    assert not is_transient_error(KeyError("no such study"))
+
+
+def test_the_grpc_proxy_serves_sql_stores_only() -> None:
+    pytest.importorskip("grpc")
+    with pytest.raises(StorageError, match="the gRPC proxy serves an SQL store"):
+        serve_grpc_proxy("redis://127.0.0.1:6379/0")
