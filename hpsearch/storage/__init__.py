@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from hpsearch.errors import StorageError
@@ -177,7 +178,23 @@ def _sqlite(url: str, heartbeat: bool) -> RDBStorage:
                 f"cannot open storage {url}: folder {str(folder)!r} does not exist; create it"
             )
         _enable_wal(path)
-    return _rdb_storage(url, {"connect_args": {"timeout": 60}}, heartbeat)
+    storage = _rdb_storage(url, {"connect_args": {"timeout": 60}}, heartbeat)
+    _sync_normal(storage)
+    return storage
+
+
+def _sync_normal(storage: RDBStorage) -> None:
+    """``synchronous=NORMAL`` on every connection: with WAL it cannot corrupt the file, and a
+    commit no longer waits for a disk sync (a power cut may lose the last commits, not the
+    store). Connections made before the listener are dropped from the pool."""
+
+    def on_connect(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: bool) -> RDBStorage:

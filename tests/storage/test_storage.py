@@ -147,3 +147,10 @@ def test_the_grpc_proxy_serves_sql_stores_only() -> None:
     pytest.importorskip("grpc")
     with pytest.raises(StorageError, match="the gRPC proxy serves an SQL store"):
         serve_grpc_proxy("redis://127.0.0.1:6379/0")
+
+
+def test_sqlite_connections_commit_without_a_disk_sync(sqlite_url: str) -> None:
+    storage = open_storage(sqlite_url)
+    with storage.engine.connect() as connection:  # type: ignore[attr-defined]
+        level = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    assert level == 1  # NORMAL (FULL is 2), safe with WAL
