@@ -26,3 +26,12 @@ def test_finished_trials_refuse_writes_as_optuna_does(sqlite_url: str) -> None:
     study.tell(trial, 0.0)
     with pytest.raises(RuntimeError):
         set_user_attrs(trial, {"late": 1})
+
+
+def test_postgresql_takes_the_same_path(postgres_url: str, unique_name: str) -> None:
+    study = optuna.create_study(study_name=unique_name, storage=open_storage(postgres_url))
+    trial = study.ask()
+    set_user_attrs(trial, {"a": [1, 2], "b": "text"})
+    set_user_attrs(trial, {"b": "new"})
+    study.tell(trial, 1.0)
+    assert study.trials[0].user_attrs == {"a": [1, 2], "b": "new"}
