@@ -18,6 +18,16 @@ from hpsearch.metrics.pareto import as_losses, derived_reference, hypervolume, p
 COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 
 
+def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's complete trials. Inside ``study.optimize`` this reuses the list the sampler
+    read when the running trial was asked for (Optuna keeps it per trial), so no extra query
+    is made; trials that complete meanwhile are picked up at the next trial."""
+    cached = getattr(getattr(study, "_thread_local", None), "cached_all_trials", None)
+    if isinstance(cached, list):
+        return [trial for trial in cached if trial.state in COMPLETE]
+    return study.get_trials(deepcopy=False, states=COMPLETE)
+
+
 class StudyHypervolume:
     """Hypervolume of the feasible complete trials of one study, updated per trial.
 
@@ -44,7 +54,7 @@ class StudyHypervolume:
     ) -> tuple[float, list[float] | None]:
         """(hypervolume, reference point in objective values) with the study's complete trials
         and ``extra`` (values, feasible) of a trial not yet told; (0, None) with neither."""
-        for trial in study.get_trials(deepcopy=False, states=COMPLETE):
+        for trial in complete_trials(study):
             if trial.number not in self.seen and trial.values is not None:
                 self.seen.add(trial.number)
                 feasible = all(value <= 0.0 for value in trial.constraints.values())

@@ -56,3 +56,35 @@ def test_a_fixed_reference_point_is_used_as_given() -> None:
 def test_no_trials_no_hypervolume() -> None:
     study = optuna.create_study(directions=DIRECTIONS)
     assert StudyHypervolume(DIRECTIONS).update(study) == (0.0, None)
+
+
+def test_each_trial_of_a_study_stores_the_hypervolume_of_the_trials_so_far(
+    sqlite_url: str,
+) -> None:
+    from toy_spec import toy_spec
+
+    import hpsearch
+    from hpsearch.search_spaces import spec_from_dict
+
+    spec = spec_from_dict(  # TPE reads the trials through Optuna's per-trial cache
+        toy_spec(
+            constraints=[{"metric": "loss", "op": "<=", "value": 0.3}],
+            sampler={"name": "tpe", "seed": 1, "options": {"n_startup_trials": 2}},
+        )
+    )
+    study = hpsearch.run(spec, 6, storage=sqlite_url, track=False)
+    directions = spec.directions
+    for trial in study.trials:
+        rows = [
+            (list(t.values), all(c <= 0 for c in t.constraints.values()))
+            for t in study.trials
+            if t.number <= trial.number and t.values is not None
+        ]
+        losses = as_losses([values for values, _ in rows], directions)
+        feasible = [values for values, ok in rows if ok]
+        expected = (
+            hypervolume(as_losses(feasible, directions), derived_reference(losses))
+            if feasible
+            else 0.0
+        )
+        assert trial.user_attrs["study_hypervolume"] == pytest.approx(expected)
