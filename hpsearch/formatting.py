@@ -27,14 +27,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def best_table(configs: Sequence[BestConfig]) -> str:
-    """Trial, objective values, then the effective params, then the MLflow run id."""
+    """Trial, objective values, the searched params at their effective values (after rule
+    backoffs), then the MLflow run id."""
     if not configs:
         return "no feasible Pareto-optimal trial yet"
     value_names = list(configs[0].values)
-    param_names = list(configs[0].effective_params)
-    param_names = [name for name in configs[0].params] + [
-        name for name in param_names if name not in configs[0].params and name in _knobs(configs)
-    ]
+    param_names = list(configs[0].params)
     headers = ["trial", *value_names, *param_names, "mlflow_run_id"]
     rows = [
         [
@@ -46,16 +44,6 @@ def best_table(configs: Sequence[BestConfig]) -> str:
         for config in configs
     ]
     return table(headers, rows)
-
-
-def _knobs(configs: Sequence[BestConfig]) -> set[str]:
-    """Effective params that differ from the suggested ones in some config (backed-off knobs)."""
-    changed: set[str] = set()
-    for config in configs:
-        for name, value in config.effective_params.items():
-            if name in config.params and config.params[name] != value:
-                changed.add(name)
-    return changed
 
 
 def studies_table(summaries: Sequence[StudySummary]) -> str:
