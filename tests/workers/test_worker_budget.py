@@ -193,3 +193,28 @@ def test_the_budget_counter_reads_past_its_watermark_only(
     study.ask()
     assert counter.count() == count_trials(study) == BudgetCount(finished=6, running=1)
     assert BudgetCounter(study).count() == counter.count()  # 10 s to settle: reads them all
+
+
+def test_a_running_trial_that_never_beat_is_failed_after_the_grace_and_retried(
+    sqlite_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker died between ``ask`` and its first heartbeat: its RUNNING trial has no
+    heartbeat row, so Optuna never finds it stale; it held a budget slot for ever. Repeated,
+    since a race that passes once is not fixed."""
+    monkeypatch.setenv("HPSEARCH_HEARTBEAT_S", "1")
+    monkeypatch.setenv("HPSEARCH_GRACE_S", "2")
+    for repeat in range(3):
+        name = f"{unique_name}-{repeat}"
+        worker = _toy_worker(sqlite_url, name, budget=3)
+        other, orphan = _other_workers_trial(sqlite_url, name)
+        x = orphan.suggest_float("x", 0.0, 1.0)
+        worker.timeout = 120.0  # before the fix the worker waited until here
+        worker.run()
+        assert worker.result.stopped_because == "budget met"
+        trials = assert_exactly_finished(other, 3)
+        failed = trials[orphan.number]
+        assert failed.state == TrialState.FAIL
+        assert "no heartbeat" in failed.user_attrs["fail_reason"]
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+        assert len(retries) == 1 and retries[0].params["x"] == x
+        assert not other.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
