@@ -30,7 +30,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.objectives import TrialFailed, build_objective
 from hpsearch.objectives.attrs import set_user_attrs
 from hpsearch.objectives.failures import FAILURE_CLASS_ATTR
-from hpsearch.runner import create_study, make_tracker
+from hpsearch.runner import create_study, make_tracker, with_trial_timeout
 from hpsearch.search_spaces import StudySpec, load_spec
 from hpsearch.storage import MAX_RETRY, default_storage_url, is_transient_error
 from hpsearch.workers.budget import BudgetCounter, count_trials, release_trial
@@ -447,11 +447,13 @@ def run_worker(
     track: bool = True,
     tracking_uri: str | None = None,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
     report: Report | None = None,
 ) -> WorkerResult:
     """Run trials of a spec's study until ``n_trials`` trials of the study have finished across
-    all its workers (None: until stopped or ``timeout``); the study is created if missing."""
-    spec = load_spec(spec)
+    all its workers (None: until stopped or ``timeout``); the study is created if missing.
+    ``trial_timeout`` overrides the spec's per-trial time limit."""
+    spec = with_trial_timeout(load_spec(spec), trial_timeout)
     study = ensure_study(spec, storage or default_storage_url(), study_name)
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study.study_name, device=device)
