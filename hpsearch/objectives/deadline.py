@@ -53,6 +53,10 @@ class Deadline:
             self._held = held
         self.check()
 
+    def disarm(self) -> None:
+        """The trial has ended: no timeout from now on."""
+        self._held = True
+
     def _on_alarm(self, _signum: int, _frame: FrameType | None) -> None:
         self._expired = True
         self.check()
@@ -76,6 +80,6 @@ def trial_deadline(seconds: float | None) -> Iterator[Deadline]:
     try:
         yield deadline
     finally:
-        deadline._held = True  # an alarm that fires now is dropped
+        deadline.disarm()  # an alarm that fires now is dropped
         signal.setitimer(signal.ITIMER_REAL, 0.0)
         signal.signal(signal.SIGALRM, previous)

@@ -102,9 +102,9 @@ def execute_trial(
         except (Exception, SystemExit) as error:  # a crashing trial never takes the worker down
             _fail(outcome, describe_exception(error), classify_exception(error))
             _release_cuda_memory(error)
-        with deadline.hold():
-            if trainer is not None:
-                outcome.effective_params = _effective_params(trainer, outcome)
+        deadline.disarm()
+        if trainer is not None:
+            outcome.effective_params = _effective_params(trainer, outcome)
     return outcome
 
 
