@@ -80,7 +80,7 @@ import torch
 from torch.nn import functional
 
 from hpsearch.errors import ParamError
-from hpsearch.metrics.fep import gradient_ratio, prior_separation
+from hpsearch.metrics.fep import gradient_ratio, prior_complexity, prior_separation
 from hpsearch.trainers.base import Trainer, require_choice, require_range
 
 OBS_NORMALIZATIONS = ("mean", "sum_div_BN")
@@ -477,16 +477,16 @@ class FepTrainer(Trainer):
         "lambda_obs": 1.0,
         "temperature": 0.75,
         "obs_normalization": "mean",
-        "n_vfe_steps": 20,
-        "vfe_lr": 0.2,
+        "n_vfe_steps": 10,
+        "vfe_lr": 0.4,
         "sync_steps": 5,
-        "prior_lr": 0.5,
+        "prior_lr": 1.0,
         "base_blend": 0.03,
         "disc_mult": 0.5,
         "attraction": True,
         "attraction_mult": 0.5,
         "disc_clip": 1.0,
-        "data_seed": 0,
+        "data_seed": 1,
     }
     knob_names = ("lambda_obs", "alpha", "vfe_lr", "base_blend", "disc_mult")
     metric_names = (
@@ -499,6 +499,8 @@ class FepTrainer(Trainer):
         "ce_kl_grad_ratio",
         "prior_separation",
         "epochs_to_memorize",
+        "memorized",
+        "complexity",
         "lambda_obs",
     )
 
@@ -552,6 +554,7 @@ class FepTrainer(Trainer):
             return (torch.randn(rows, dim, generator=prior_generator) * std).to(device)
 
         self.priors = Priors(token=draw(vocab), transition=draw(vocab), position=draw(seq_len))
+        self.initial_priors = self.priors
         self.total_epochs = 0
         self.memorized_at: int | None = None
 
@@ -633,8 +636,16 @@ class FepTrainer(Trainer):
             "ce_kl_grad_ratio": gradient_ratio(perception.grad_ce, perception.grad_kl),
             "prior_separation": prior_separation(self.priors.token),
             "epochs_to_memorize": float(self.epochs_to_memorize()),
+            "memorized": float(self.memorized_at is not None),
+            "complexity": self.complexity(),
             "lambda_obs": self.knobs["lambda_obs"],
         }
+
+    def complexity(self) -> float:
+        """``prior_complexity`` of all three prior banks against their initial values."""
+        return prior_complexity(
+            _banks(self.priors), _banks(self.initial_priors), float(self.params["prior_sigma"])
+        )
 
     def epochs_to_memorize(self) -> int:
         """The first epoch with 100% accuracy, else the epoch budget + 1."""
@@ -656,6 +667,10 @@ class FepTrainer(Trainer):
             "epoch_budget": self.total_epochs,
             "final_prior_separation": prior_separation(self.priors.token),
         }
+
+
+def _banks(priors: Priors) -> list[torch.Tensor]:
+    return [priors.token, priors.transition, priors.position]
 
 
 def _require_int(params: Mapping[str, Any], key: str, low: int, high: int) -> None:
