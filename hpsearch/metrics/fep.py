@@ -37,8 +37,11 @@ def prior_complexity(
     ``KL(N(m, s^2 I) || N(m0, s^2 I)) = |m - m0|^2 / (2 s^2)`` (``m0`` the row at initialisation,
     ``s = prior_sigma``), the parameter-level complexity term of the free energy."""
     if len(priors) != len(initial) or not priors:
-        raise ValueError(f"prior_complexity needs matching prior lists, got {len(priors)} and "
-                         f"{len(initial)}")
-    squared = sum(float((m.detach() - m0).pow(2).sum()) for m, m0 in zip(priors, initial))
+        raise ValueError(
+            f"prior_complexity needs matching prior lists, got {len(priors)} and {len(initial)}"
+        )
+    squared = sum(
+        float((m.detach() - m0).pow(2).sum()) for m, m0 in zip(priors, initial, strict=True)
+    )
     rows = sum(m.shape[0] for m in priors)
     return squared / (2 * prior_sigma**2 * rows)

@@ -94,7 +94,9 @@ def make_sequences(
     column holds ``batch_size`` different tokens (needs ``batch_size <= vocab_size``)."""
     if batch_size > vocab_size:
         raise ValueError(f"batch_size={batch_size} needs vocab_size >= it, got {vocab_size}")
-    columns = [torch.randperm(vocab_size, generator=generator)[:batch_size] for _ in range(seq_len + 1)]
+    columns = [
+        torch.randperm(vocab_size, generator=generator)[:batch_size] for _ in range(seq_len + 1)
+    ]
     tokens = torch.stack(columns, dim=1)
     return tokens[:, :-1], tokens[:, 1:]
 
@@ -250,9 +252,9 @@ def _prior_gradients(
     return pull / variance_p, weight * (sigma / variance_p - 1.0 / sigma)
 
 
-def _alignment_weights(mu: torch.Tensor, sigma: torch.Tensor, settings: FreeEnergy) -> tuple[
-    torch.Tensor, torch.Tensor
-]:
+def _alignment_weights(
+    mu: torch.Tensor, sigma: torch.Tensor, settings: FreeEnergy
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``beta`` ``[batch, seq, seq]`` (row i over the earlier j) and KL(q_i || q_j)."""
     seq_len = mu.shape[1]
     pairwise = gaussian_kl(
@@ -283,7 +285,9 @@ def _observation_gradient(
 ) -> torch.Tensor:
     logits = decode(mu, sigma, priors.token, settings.prior_sigma, settings.temperature)
     expected_prior = torch.softmax(logits, dim=-1) @ priors.token
-    scale = settings.lambda_obs * settings.obs_weight / (settings.prior_sigma**2 * settings.temperature)
+    scale = (
+        settings.lambda_obs * settings.obs_weight / (settings.prior_sigma**2 * settings.temperature)
+    )
     return scale * (expected_prior - priors.token[targets])
 
 
@@ -689,6 +693,8 @@ __all__ = [
     "Perception",
     "Priors",
     "decode",
+    "free_energy_gradients",
+    "free_energy_terms",
     "gaussian_kl",
     "learn_from_prediction_error",
     "make_sequences",
@@ -696,5 +702,6 @@ __all__ = [
     "perceive",
     "predict",
     "relax",
+    "term_gradients",
     "update_token_priors",
 ]

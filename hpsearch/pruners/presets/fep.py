@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hpsearch.pruners.base import Action, EpochState, Rule
 from hpsearch.pruners.presets import register_preset
 
@@ -75,7 +77,7 @@ class ObservationWeightLadder(Rule):
         )
 
 
-FEP_HEALTH = [
+FEP_HEALTH: list[dict[str, Any]] = [
     {
         "name": "non-finite",
         "when": "any_nonfinite()",
@@ -94,7 +96,7 @@ FEP_HEALTH = [
         "for_epochs": 2,
         "then": {"scale": {"vfe_lr": 0.5}},
         "max_firings": 2,
-        "message": "prediction CE rising 20% above its best: fast-loop steps overshoot; vfe_lr x0.5",
+        "message": "prediction CE 20% above its best: fast-loop steps overshoot; vfe_lr x0.5",
     },
 ]
 
