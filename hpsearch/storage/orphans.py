@@ -16,12 +16,13 @@ within the grace period (minutes by default), as NTP keeps them.
 from __future__ import annotations
 
 import copy
-import datetime
 import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+
+from hpsearch.storage.internals import orphan_trial_ids, rdb_of, storage_of, study_id_of
 
 ORPHAN_REASON = "its worker stopped before the trial's first heartbeat (no heartbeat recorded)"
 
@@ -29,19 +30,14 @@ ORPHAN_REASON = "its worker stopped before the trial's first heartbeat (no heart
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     """Fail and re-queue the study's RUNNING trials with no heartbeat row that started more
     than the grace period ago; their numbers. A no-op on stores without heartbeats."""
-    storage: Any = study._storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB stores in a cache
-    if not isinstance(backend, optuna.storages.RDBStorage):
+    storage = storage_of(study)
+    rdb = rdb_of(storage)
+    interval = rdb.get_heartbeat_interval() if rdb is not None else None
+    if rdb is None or interval is None:
         return []
-    interval = backend.get_heartbeat_interval()
-    if interval is None:
-        return []
-    grace = backend.grace_period or 2 * interval
-    # Optuna 5 stores trial times as naive UTC.
-    now_utc = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-    cutoff = now_utc - datetime.timedelta(seconds=grace)
+    grace = rdb.grace_period or 2 * interval
     failed = []
-    for trial_id in _orphan_ids(backend, study._study_id, cutoff):
+    for trial_id in orphan_trial_ids(rdb, study_id_of(study), grace):
         try:
             storage.set_trial_user_attr(trial_id, "fail_reason", ORPHAN_REASON)
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
@@ -49,27 +45,6 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker failed it first
     return [_retry(study, storage, trial_id) for trial_id in failed]
-
-
-def _orphan_ids(
-    storage: optuna.storages.RDBStorage, study_id: int, cutoff: datetime.datetime
-) -> list[int]:
-    from optuna.storages._rdb import models
-    from sqlalchemy import exists, select
-
-    trial, heartbeat = models.TrialModel, models.TrialHeartbeatModel
-    started = trial.__table__.c.datetime_start
-    query = select(trial.trial_id).where(
-        trial.study_id == study_id,
-        trial.state == TrialState.RUNNING,
-        started < cutoff,
-        ~exists().where(heartbeat.trial_id == trial.trial_id),
-    )
-    session = storage.scoped_session()
-    try:
-        return [int(trial_id) for trial_id in session.execute(query).scalars()]
-    finally:
-        session.close()
 
 
 def _retry(study: optuna.Study, storage: Any, trial_id: int) -> int:
