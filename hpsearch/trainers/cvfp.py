@@ -226,7 +226,8 @@ class CvfpTrainer(Trainer):
     def scheduled_weight(self, epoch: int, total_epochs: int) -> float:
         """The diversity weight for this epoch under the ``staged`` schedule."""
         start, end = float(self.params["stage_start_weight"]), float(self.params["dist_reg_weight"])
-        return start + (end - start) * stage_of(epoch, total_epochs) / 2
+        weight = start + (end - start) * stage_of(epoch, total_epochs) / 2
+        return float(f"{weight:.12g}")  # no float noise such as 0.010000000000000009
 
     def _apply_schedule(self, epoch: int, total_epochs: int) -> None:
         if self.params["schedule"] != "staged":
