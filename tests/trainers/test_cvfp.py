@@ -234,10 +234,11 @@ def test_dist_reg_weight_sets_the_adaptive_levels() -> None:
 # -- the spec -------------------------------------------------------------------------------
 
 
-def test_spec_objectives_and_constraint() -> None:
+def test_spec_objectives_at_the_seeds_threshold_without_a_constraint() -> None:
     spec = load_spec("cvfp")
     assert spec.objective_names == ["val_convergence_rate", "val_effective_rank_ratio"]
-    assert [c.name for c in spec.constraints] == ["val_convergence_rate >= 0.5"]
+    assert spec.constraints == []
+    assert "convergence_threshold" not in spec.space and spec.epochs == 10
 
 
 # -- determinism ------------------------------------------------------------------------------
