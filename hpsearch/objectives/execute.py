@@ -2,7 +2,11 @@
 
 Knows nothing of Optuna: ``on_epoch`` lets the caller add its own per-epoch pruning decision.
 Every exception of the trainer (bad params, NaN, out of memory, a bug) ends the trial as FAIL
-with the reason; it never propagates.
+with the reason; it never propagates, except a ``TrainerContractError`` (the trainer and the spec
+disagree: every trial would fail the same way), which stops the run with one line.
+
+``effective_params`` are the values the last trained epoch ran with: a backoff fired after the
+last epoch changed no training and is only in the rule events.
 """
 
 from __future__ import annotations
@@ -13,9 +17,15 @@ from typing import Any
 
 import torch
 
+from hpsearch.errors import TrainerContractError
 from hpsearch.objectives.outcome import TrialOutcome
 from hpsearch.pruners import RuleEngine, build_rules
 from hpsearch.search_spaces import StudySpec
+from hpsearch.search_spaces.validate import (
+    check_final_metrics,
+    check_rule_knobs,
+    watch_pruned_objectives,
+)
 from hpsearch.tracking import TrialRun
 from hpsearch.trainers import Trainer
 
@@ -50,21 +60,28 @@ def execute_trial(
     outcome = TrialOutcome(state="COMPLETE", params=dict(params), effective_params=dict(params))
     outcome.mlflow_run_id = run.run_id
     trainer: Trainer | None = None
+    trained_with: dict[str, Any] = {}  # the params the last epoch trained with
     try:
         trainer = trainer_class(params, device=device, seed=seed)
+        check_rule_knobs(spec, trainer)
         engine = RuleEngine(build_rules(spec.rules), trainer.params)
-        _train(spec, trainer, engine, run, outcome, on_epoch)
+        _train(spec, trainer, engine, run, outcome, on_epoch, trained_with)
         outcome.final_metrics = _checked(trainer.final_metrics(), "final metrics")
+        check_final_metrics(spec, trainer, outcome.final_metrics)
         outcome.values = {o.name: o.value(outcome.final_metrics) for o in spec.objectives}
         outcome.constraints = {c.name: c.violation(outcome.final_metrics) for c in spec.constraints}
         outcome.report = trainer.report()
     except _Stop as stop:
         outcome.state, outcome.reason, outcome.pruned_by = stop.state, stop.reason, stop.pruned_by  # type: ignore[assignment]
+    except TrainerContractError:
+        raise
     except Exception as error:  # a crashing trial never takes the worker down
         outcome.state, outcome.reason = "FAIL", _describe(error)
         _release_cuda_memory(error)
-    if trainer is not None:
-        outcome.effective_params = trainer.effective_params()
+    if trained_with:
+        outcome.effective_params = trained_with
+    elif trainer is not None:
+        outcome.effective_params = trainer.effective_params()  # no epoch ran
     return outcome
 
 
@@ -75,10 +92,14 @@ def _train(
     run: TrialRun,
     outcome: TrialOutcome,
     on_epoch: EpochHook | None,
+    trained_with: dict[str, Any],
 ) -> None:
     for epoch, metrics in enumerate(trainer.epochs(spec.epochs), start=1):
+        trained_with.clear()
+        trained_with.update(trainer.effective_params())  # before this epoch's rules act
         metrics = {key: float(value) for key, value in metrics.items()}
         outcome.history.append(metrics)
+        watch_pruned_objectives(spec, epoch, metrics)
         run.log_epoch(epoch, metrics)
         fired = engine.observe(epoch, metrics, trainer.knobs)
         if fired:

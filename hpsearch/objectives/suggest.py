@@ -8,14 +8,23 @@ from typing import Any
 import optuna
 
 from hpsearch.errors import ParamError
+from hpsearch.pruners.conditions import ConditionScope
 from hpsearch.search_spaces import CategoricalParam, FloatParam, IntParam, StudySpec
 from hpsearch.search_spaces.schema import ParamSpec
 
 
-def suggest_params(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
-    """One value per space entry from the trial's sampler."""
+def suggest_params(
+    trial: optuna.Trial, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One value per space entry from the trial's sampler; an entry whose ``when`` is false
+    (given ``fixed`` and the params sampled before it) is not sampled: it takes its
+    ``default`` if it has one, else it is left out (the trainer's own default applies)."""
     params: dict[str, Any] = {}
     for name, entry in space.items():
+        if not condition_holds(entry, {**(fixed or {}), **params}):
+            if entry.default is not None:
+                params[name] = entry.default
+            continue
         if isinstance(entry, FloatParam):
             params[name] = trial.suggest_float(
                 name, entry.low, entry.high, log=entry.log, step=entry.step
@@ -27,6 +36,19 @@ def suggest_params(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[
         else:
             params[name] = trial.suggest_categorical(name, entry.choices)
     return params
+
+
+def condition_holds(entry: ParamSpec, params: Mapping[str, Any]) -> bool:
+    """True when the entry has no ``when`` or its condition holds for ``params``."""
+    condition = entry.condition()
+    if condition is None:
+        return True
+    return condition.evaluate(ConditionScope(values=dict(params), history=(), metrics={}))
+
+
+def inactive_params(space: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> list[str]:
+    """The space params whose ``when`` is false for ``params``."""
+    return [name for name, entry in space.items() if not condition_holds(entry, params)]
 
 
 def parse_assignments(spec: StudySpec, assignments: list[str]) -> dict[str, Any]:

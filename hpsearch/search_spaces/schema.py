@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from hpsearch.errors import RuleError
+from hpsearch.pruners.conditions import Condition
 from hpsearch.pruners.declarative import RuleConfig
 
 Scalar = str | int | float | bool
@@ -20,7 +22,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FloatParam(_Strict):
+class _Conditional(_Strict):
+    """``when``: the param is searched only in trials where this condition on the params
+    sampled before it (and ``fixed``) holds, e.g. ``"schedule != 'adaptive'"``; elsewhere it is
+    not sampled and the trainer gets its ``default`` (or the trainer's own default)."""
+
+    when: str | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _parse_when(cls, when: str | None) -> str | None:
+        if when is not None:
+            try:
+                Condition(when, strings=True)
+            except RuleError as error:
+                raise ValueError(str(error).replace("rule condition", "condition")) from None
+        return when
+
+    def condition(self) -> Condition | None:
+        return None if self.when is None else Condition(self.when, strings=True)
+
+
+class FloatParam(_Conditional):
     type: Literal["float"]
     low: float
     high: float
@@ -36,7 +59,7 @@ class FloatParam(_Strict):
         return self
 
 
-class IntParam(_Strict):
+class IntParam(_Conditional):
     type: Literal["int"]
     low: int
     high: int
@@ -52,7 +75,7 @@ class IntParam(_Strict):
         return self
 
 
-class CategoricalParam(_Strict):
+class CategoricalParam(_Conditional):
     type: Literal["categorical"]
     choices: list[Scalar] = Field(min_length=1)
     default: Scalar | None = None
@@ -167,6 +190,21 @@ class StudySpec(_Strict):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec | None = None
     _source: str = PrivateAttr(default="<spec>")
+
+    @model_validator(mode="after")
+    def _conditions_name_earlier_params(self) -> StudySpec:
+        """A ``when`` may read ``fixed`` and the space params listed before it."""
+        known = set(self.fixed)
+        for key, param in self.space.items():
+            condition = param.condition()
+            unknown = sorted(condition.names - known) if condition else []
+            if unknown:
+                raise ValueError(
+                    f"space.{key}.when: {unknown[0]!r} is not a fixed param or a space param "
+                    f"listed before {key!r}; use one of {', '.join(sorted(known)) or 'none'}"
+                )
+            known.add(key)
+        return self
 
     @property
     def source(self) -> str:
