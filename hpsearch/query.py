@@ -10,7 +10,8 @@ import optuna
 
 from hpsearch.errors import StudyNotFoundError
 from hpsearch.objectives.outcome import json_safe
-from hpsearch.storage import default_storage_url, mask_url, open_storage
+from hpsearch.query_select import feasible, select_trials
+from hpsearch.storage import default_storage_url, mask_url, open_existing_storage
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class StudySummary:
 def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
     """An existing study; StudyNotFoundError lists the studies there are."""
     url = storage or default_storage_url()
-    store = open_storage(url)
+    store = open_existing_storage(url)  # a read: never creates a store
     names = [summary.study_name for summary in optuna.get_all_study_summaries(store)]
     if study_name not in names:
         available = ", ".join(sorted(names)) or "none"
@@ -63,13 +64,43 @@ def objective_names(study: optuna.Study) -> list[str]:
     return list(names) if names else [f"value_{i}" for i in range(len(study.directions))]
 
 
-def best_configs(study_name: str, storage: str | None = None) -> list[BestConfig]:
-    """Pareto-optimal, feasible, complete trials of a study, best first for one objective
-    and by trial number otherwise."""
+def best_configs(
+    study_name: str,
+    storage: str | None = None,
+    *,
+    rank_by: str | None = None,
+    where: str | None = None,
+    top: int | None = None,
+) -> list[BestConfig]:
+    """Pareto-optimal, feasible, complete trials of a study, by trial number.
+
+    ``where`` keeps the trials for which an expression holds (before the Pareto front is
+    taken); ``rank_by`` orders all kept feasible trials by an expression, highest first
+    (``-val_loss`` for lowest first), instead of taking the front; ``top`` keeps the first N.
+    Expressions use the rules' safe language over objective names, final metrics, sampled
+    params and ``effective_<param>`` (see ``hpsearch.query_select``)."""
     study = load_study(study_name, storage)
     names = objective_names(study)
-    trials = sorted(study.best_trials, key=lambda trial: trial.number)
+    if rank_by is None and where is None:
+        trials = sorted(study.best_trials, key=lambda trial: trial.number)[:top]
+    else:
+        trials = selected_trials(study, names, rank_by=rank_by, where=where, top=top)
     return [_best_config(trial, names) for trial in trials]
+
+
+def selected_trials(
+    study: optuna.Study,
+    names: list[str],
+    *,
+    rank_by: str | None,
+    where: str | None,
+    top: int | None,
+) -> list[optuna.trial.FrozenTrial]:
+    """The complete feasible trials chosen by ``where`` / ``rank_by`` / ``top``."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    candidates = [trial for trial in complete if feasible(trial)]
+    directions = [direction.name.lower() for direction in study.directions]
+    return select_trials(candidates, names, directions, rank_by=rank_by, where=where, top=top)
 
 
 def _best_config(trial: optuna.trial.FrozenTrial, names: list[str]) -> BestConfig:
@@ -88,7 +119,7 @@ def _best_config(trial: optuna.trial.FrozenTrial, names: list[str]) -> BestConfi
 
 def study_summaries(storage: str | None = None) -> list[StudySummary]:
     """Every study in the store with its trial counts by state."""
-    store = open_storage(storage or default_storage_url())
+    store = open_existing_storage(storage or default_storage_url())  # never creates a store
     summaries = []
     for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
         study_id = store.get_study_id_from_name(summary.study_name)

@@ -10,7 +10,7 @@ import optuna
 from hpsearch.errors import ParamError
 from hpsearch.pruners.conditions import ConditionScope
 from hpsearch.search_spaces import CategoricalParam, FloatParam, IntParam, StudySpec
-from hpsearch.search_spaces.schema import ParamSpec
+from hpsearch.search_spaces.schema import ParamSpec, default_of
 
 
 def suggest_params(
@@ -49,6 +49,36 @@ def condition_holds(entry: ParamSpec, params: Mapping[str, Any]) -> bool:
 def inactive_params(space: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> list[str]:
     """The space params whose ``when`` is false for ``params``."""
     return [name for name, entry in space.items() if not condition_holds(entry, params)]
+
+
+def try_params(
+    spec: StudySpec, given: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The params of a single try: ``fixed``, then each space entry as given, else at its
+    default where its ``when`` holds (or it has a ``default``), as a trial would get them; and
+    notes on given values outside the searched space."""
+    params: dict[str, Any] = dict(spec.fixed)
+    notes: list[str] = []
+    for name, entry in spec.space.items():
+        active = condition_holds(entry, params)
+        if name in given:
+            params[name] = given[name]
+            notes += _outside_notes(name, given[name], entry, active)
+        elif active or entry.default is not None:
+            params[name] = entry.default if entry.default is not None else default_of(entry)
+    return params, notes
+
+
+def _outside_notes(name: str, value: Any, entry: ParamSpec, active: bool) -> list[str]:
+    notes = []
+    if isinstance(entry, FloatParam | IntParam) and not entry.low <= value <= entry.high:
+        notes.append(
+            f"{name}={value} is outside the searched range [{entry.low}, {entry.high}]; "
+            "trying it anyway"
+        )
+    if not active:
+        notes.append(f"{name} is not searched here (when: {entry.when}); the trainer gets it")
+    return notes
 
 
 def parse_assignments(spec: StudySpec, assignments: list[str]) -> dict[str, Any]:

@@ -95,6 +95,14 @@ class Condition:
         except (ZeroDivisionError, OverflowError, ValueError, TypeError):
             return False
 
+    def value(self, scope: ConditionScope) -> float:
+        """The expression's number (``hpsearch best --rank-by``); NaN when it uses an undefined
+        name or cannot be computed."""
+        try:
+            return float(_evaluate(self._tree, scope))
+        except (UndefinedName, ZeroDivisionError, OverflowError, ValueError, TypeError):
+            return math.nan
+
     def __repr__(self) -> str:
         return f"Condition({self.source!r})"
 

@@ -221,10 +221,10 @@ class StudySpec(_Strict):
 
     def default_params(self) -> dict[str, Scalar]:
         """Every space key at its ``default`` (else the midpoint / first choice)."""
-        return {key: _default_of(param) for key, param in self.space.items()}
+        return {key: default_of(param) for key, param in self.space.items()}
 
 
-def _default_of(param: FloatParam | IntParam | CategoricalParam) -> Scalar:
+def default_of(param: FloatParam | IntParam | CategoricalParam) -> Scalar:
     if param.default is not None:
         return param.default
     if isinstance(param, CategoricalParam):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 from hpsearch.errors import HpsearchError, SpecError, TrainerContractError
 from hpsearch.pruners import RuleConfig, get_preset
@@ -21,7 +22,7 @@ logger = logging.getLogger("hpsearch")
 def check_against_trainer(spec: StudySpec, where: str) -> type[Trainer]:
     """Resolve the trainer and check every name the spec uses; SpecError names the key."""
     try:
-        trainer_class = get_trainer_class(spec.trainer)
+        trainer_class = get_trainer_class(spec.trainer, _spec_folder(where))
     except HpsearchError as error:
         raise SpecError(f"{where}: trainer: {error}") from None
     _check_params(spec, trainer_class, where)
@@ -29,6 +30,11 @@ def check_against_trainer(spec: StudySpec, where: str) -> type[Trainer]:
     _check_rules(spec, trainer_class, where)
     _check_pruned_objectives(spec, trainer_class, where)
     return trainer_class
+
+
+def _spec_folder(where: str) -> Path | None:
+    path = Path(where)
+    return path.parent if path.suffix in (".yaml", ".yml") and path.is_file() else None
 
 
 def _check_params(spec: StudySpec, trainer_class: type[Trainer], where: str) -> None:

@@ -77,6 +77,29 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> BaseStora
         ) from None
 
 
+def open_existing_storage(url: str | None = None) -> BaseStorage:
+    """``open_storage`` for read-only commands: a SQLite or journal file that does not exist is
+    a StorageError (not a new, empty store)."""
+    url = url or default_storage_url()
+    scheme = urlsplit(url).scheme
+    path = _local_path(url, scheme)
+    if path is not None and not Path(path).is_file():
+        raise StorageError(
+            f"no study store at {mask_url(url)} (file {path!r} does not exist); check --storage "
+            "or $HPSEARCH_STORAGE, or run a study first with `hpsearch run`"
+        )
+    return open_storage(url, heartbeat=False)
+
+
+def _local_path(url: str, scheme: str) -> str | None:
+    if scheme == "sqlite":
+        path = url.removeprefix("sqlite:///")
+        return path if path and path != ":memory:" else None
+    if scheme == "journal":
+        return url.removeprefix("journal://")
+    return None
+
+
 def _open(url: str, scheme: str, heartbeat: bool) -> BaseStorage:
     if scheme == "sqlite":
         return _sqlite(url, heartbeat)
@@ -254,6 +277,13 @@ def _reconnect_on_restart(engine: Any, patience_s: int) -> None:
 def _redis_journal(url: str) -> BaseStorage:
     from optuna.storages.journal import JournalRedisBackend, JournalStorage
 
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise StorageError(
+            f"storage {mask_url(url)} needs the Python package redis: pip install redis"
+        ) from None
+
     return JournalStorage(JournalRedisBackend(url))
 
 
@@ -312,6 +342,7 @@ __all__ = [
     "heartbeat_settings",
     "is_transient_error",
     "mask_url",
+    "open_existing_storage",
     "open_storage",
     "serve_grpc_proxy",
 ]

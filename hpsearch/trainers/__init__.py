@@ -39,9 +39,11 @@ def trainer_names() -> list[str]:
     return sorted(_BUILTIN)
 
 
-def get_trainer_class(name: str) -> type[Trainer]:
+def get_trainer_class(name: str, base_dir: Path | None = None) -> type[Trainer]:
     """Resolve a registry name, ``package.module:Class``, ``package.module:function`` or
-    ``file.py:Class`` to a Trainer class (a generator function is wrapped in one)."""
+    ``file.py:Class`` to a Trainer class (a generator function is wrapped in one). A relative
+    ``file.py`` is looked for in ``base_dir`` (the spec's folder) first, then the working
+    directory."""
     target = _BUILTIN.get(name, name)
     if ":" not in target:
         raise TrainerError(
@@ -50,7 +52,7 @@ def get_trainer_class(name: str) -> type[Trainer]:
             "'package.module:function' for a generator function"
         )
     module_name, _, attribute = target.rpartition(":")
-    module = _import(name, module_name)
+    module = _import(name, module_name, base_dir)
     found = getattr(module, attribute, None)
     if isinstance(found, type) and issubclass(found, Trainer):
         return found
@@ -63,10 +65,13 @@ def get_trainer_class(name: str) -> type[Trainer]:
     )
 
 
-def _import(name: str, module_name: str) -> ModuleType:
+def _import(name: str, module_name: str, base_dir: Path | None) -> ModuleType:
     """The module, from a dotted name (working directory on the path) or a ``.py`` file."""
     if module_name.endswith(".py"):
-        return _import_file(name, Path(module_name))
+        path = Path(module_name)
+        if base_dir is not None and not path.is_absolute() and (base_dir / path).is_file():
+            path = base_dir / path
+        return _import_file(name, path)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
