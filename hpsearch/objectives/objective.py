@@ -1,4 +1,4 @@
-"""Spec + tracker -> an Optuna objective (DESIGN.md, Objective).
+"""Spec + tracker -> an Optuna objective (docs/design.md, Objective).
 
 One trial: suggest params from ``space``, merge ``fixed``, train under the rules, compute the
 objective values (bands included) and the constraint values (``trial.set_constraint``, Optuna 5)

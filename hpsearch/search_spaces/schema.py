@@ -1,4 +1,4 @@
-"""The study-spec schema (DESIGN.md, Study spec), as pydantic models.
+"""The study-spec schema (docs/design.md, Study spec), as pydantic models.
 
 Structure is checked here; cross-checks that need the trainer (param names, metric names, knob
 names) are in ``validate.py``.

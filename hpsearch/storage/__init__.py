@@ -1,4 +1,4 @@
-"""Opening the study store from a URL (DESIGN.md, Storage).
+"""Opening the study store from a URL (docs/design.md, Storage).
 
 - ``sqlite:///path.db``: RDB storage with WAL and a busy timeout (several local processes).
 - ``postgresql://`` / ``postgresql+psycopg://``: psycopg 3, ``pool_pre_ping``, small pools.

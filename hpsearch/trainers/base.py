@@ -41,6 +41,19 @@ class Params(dict[str, Any]):
         )
 
 
+class Knobs(dict[str, Any]):
+    """The knobs of a trainer that declares none: reading a missing one names the fix."""
+
+    trainer = ""
+
+    def __missing__(self, key: str) -> Any:
+        raise TrainerContractError(
+            f"trainer {self.trainer!r} reads knob {key!r}, which is not a numeric param the spec "
+            f"gives (knobs: {', '.join(sorted(self)) or 'none'}); add it to space or fixed, or "
+            "set it in self.knobs"
+        )
+
+
 class Trainer(ABC):
     """Base class of every trainer.
 
@@ -73,6 +86,9 @@ class Trainer(ABC):
         self.seed = seed
         seed_everything(seed)
         self.knobs: dict[str, float] = initial_knobs(self.params, self.knob_names)
+        if self.knob_names is None:
+            self.knobs = Knobs(self.knobs)
+            self.knobs.trainer = self.display_name()  # type: ignore[attr-defined]
         self.epoch = 0
 
     @classmethod
