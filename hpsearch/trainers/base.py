@@ -88,7 +88,7 @@ class Trainer(ABC):
         self.knobs: dict[str, float] = initial_knobs(self.params, self.knob_names)
         if self.knob_names is None:
             self.knobs = Knobs(self.knobs)
-            self.knobs.trainer = self.display_name()  # type: ignore[attr-defined]
+            self.knobs.trainer = self.display_name()
         self.epoch = 0
 
     @classmethod
