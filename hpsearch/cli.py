@@ -41,6 +41,12 @@ more_trials_option = click.option(
     help="N more finished trials than the study has now (instead of --trials).",
 )
 no_mlflow_option = click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
+quick_option = click.option(
+    "--quick",
+    is_flag=True,
+    help="Use the spec's quick: variant (smaller sizes, fewer epochs; minutes on 2 CPU cores); "
+    "its study is named <name>-quick.",
+)
 timeout_option = click.option(
     "--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds."
 )
@@ -58,12 +64,12 @@ def _quiet_libraries(track: bool = True) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _study_name_for(spec_argument: str, study_name: str | None) -> str:
+def _study_name_for(spec_argument: str, study_name: str | None, quick: bool = False) -> str:
     """--study-name, else the spec's name; a name that is no spec is taken as a study name."""
     if study_name:
         return study_name
     try:
-        return load_spec(spec_argument).name
+        return load_spec(spec_argument, quick=quick).name
     except SpecError:
         if spec_argument.endswith((".yaml", ".yml")):
             raise
@@ -114,6 +120,7 @@ def spaces() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@quick_option
 def run(
     spec: str,
     n_trials: int | None,
@@ -125,6 +132,7 @@ def run(
     device: str,
     no_mlflow: bool,
     no_progress: bool,
+    quick: bool,
 ) -> None:
     """Run trials of SPEC in this process until the study has --trials finished trials (or
     --more-trials more), then print the Pareto front."""
@@ -219,6 +227,7 @@ def _state_counts(study: Any) -> str:
 )
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Keep the first N.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@quick_option
 @click.option(
     "--export",
     type=click.Choice(["yaml"]),
@@ -234,6 +243,7 @@ def best(
     top: int | None,
     as_json: bool,
     export: str | None,
+    quick: bool,
 ) -> None:
     """Pareto-optimal feasible configs of a study: sampled and effective params (after rule
     backoffs), objective values, MLflow run ids.
@@ -241,14 +251,14 @@ def best(
     --where / --rank-by use the rules' expression language (README, "Rule conditions") over
     the objective names, final metrics, sampled params and effective_<param>. Reads the store
     only: a missing store or study is an error, never created."""
-    name = _study_name_for(spec, study_name)
+    name = _study_name_for(spec, study_name, quick)
     configs = best_configs(name, storage, rank_by=rank_by, where=where, top=top)
     if export:
         if not configs:
             raise HpsearchError(f"study {name!r}: no trial matches; nothing to export")
         from hpsearch.export import export_yaml
 
-        click.echo(export_yaml(configs[0], spec, name), nl=False)
+        click.echo(export_yaml(configs[0], spec, name, quick=quick), nl=False)
         if len(configs) > 1:
             click.echo(
                 f"exported trial {configs[0].trial_number}, the first of {len(configs)}",
@@ -287,6 +297,7 @@ def studies(storage: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=None, help="Trainer seed [default: the spec's seed].")
+@quick_option
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -301,6 +312,7 @@ def try_command(
     device: str,
     seed: int | None,
     threads: int | None,
+    quick: bool,
 ) -> None:
     """One trial of one config, without a store: final metrics, state and rule events.
 
@@ -317,10 +329,12 @@ def try_command(
         spec = spec or config.spec
         params = config.params
         seed = config.seed if seed is None else seed
+        quick = quick or config.quick
     if spec is None:
         raise click.UsageError("give a SPEC, or --config FILE from `hpsearch best --export yaml`")
+    loaded = load_spec(spec, quick=quick)
     outcome = try_config(
-        spec, list(assignments), device=device, seed=seed, params=params, note=_note
+        loaded, list(assignments), device=device, seed=seed, params=params, note=_note
     )
     if as_json:
         data = outcome.to_json()
@@ -374,6 +388,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 @timeout_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @no_mlflow_option
+@quick_option
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -385,6 +400,7 @@ def worker(
     timeout: float | None,
     device: str,
     no_mlflow: bool,
+    quick: bool,
 ) -> None:
     """One worker of a distributed study: run trials of SPEC until the study-wide budget is met.
 
@@ -397,12 +413,12 @@ def worker(
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
     if more_trials is not None:
-        study = ensure_study(load_spec(spec), url, study_name)
+        study = ensure_study(load_spec(spec, quick=quick), url, study_name)
         remaining = trials_to_run(study, n_trials, more_trials)
         n_trials = finished_trials(study) + (remaining or 0)
     click.echo(f"worker pid {os.getpid()} on {mask_url(url)}")
     result = run_worker(
-        spec,
+        load_spec(spec, quick=quick),
         storage=url,
         n_trials=n_trials,
         study_name=study_name,
@@ -458,6 +474,7 @@ def worker(
     help="Seconds a worker gets to stop after Ctrl-C / SIGTERM before it is killed.",
 )
 @no_mlflow_option
+@quick_option
 @click.pass_context
 def launch(
     ctx: click.Context,
@@ -473,6 +490,7 @@ def launch(
     max_restarts: int,
     stop_timeout: float,
     no_mlflow: bool,
+    quick: bool,
 ) -> None:
     """Run one `hpsearch worker` process per GPU slot on one study, and supervise them.
 
@@ -491,7 +509,7 @@ def launch(
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
     slots = plan_slots(gpus, per_gpu, cpu_workers)
-    study = ensure_study(load_spec(spec), url, study_name)
+    study = ensure_study(load_spec(spec, quick=quick), url, study_name)
     name = study.study_name
     device = "cpu" if cpu_workers else "auto"
     remaining = trials_to_run(study, n_trials, more_trials)
@@ -509,6 +527,7 @@ def launch(
             device=device,
             track=not no_mlflow,
             timeout=timeout,
+            quick=quick,
         )
 
     def on_dead_worker(pids: list[int]) -> None:

@@ -26,6 +26,7 @@ class ExportedConfig:
     spec: str
     params: dict[str, Any]
     seed: int | None
+    quick: bool = False
 
 
 def spec_reference(spec: str) -> str:
@@ -34,12 +35,13 @@ def spec_reference(spec: str) -> str:
     return str(path.resolve()) if path.suffix in (".yaml", ".yml") and path.is_file() else spec
 
 
-def export_yaml(config: BestConfig, spec: str, study_name: str) -> str:
+def export_yaml(config: BestConfig, spec: str, study_name: str, *, quick: bool = False) -> str:
     """The config as YAML: spec, sampled params and the trial's seed (what a re-run needs),
     then the effective params, values and metrics (for reading)."""
-    seed = load_spec(spec).seed + config.trial_number  # the seed the trial ran with
+    seed = load_spec(spec, quick=quick).seed + config.trial_number  # the seed the trial ran with
     document = {
         "spec": spec_reference(spec),
+        "quick": quick,
         "study": study_name,
         "trial": config.trial_number,
         "seed": seed,
@@ -77,6 +79,7 @@ def read_config(path: str) -> ExportedConfig:
         spec=str(data["spec"]),
         params=dict(data["params"]),
         seed=int(seed) if isinstance(seed, int) else None,
+        quick=data.get("quick") is True,
     )
 
 

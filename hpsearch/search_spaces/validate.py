@@ -33,7 +33,7 @@ def check_against_trainer(spec: StudySpec, where: str) -> type[Trainer]:
 
 
 def _spec_folder(where: str) -> Path | None:
-    path = Path(where)
+    path = Path(where.removesuffix(" (quick:)"))
     return path.parent if path.suffix in (".yaml", ".yml") and path.is_file() else None
 
 
