@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,14 @@ _BUILTIN: dict[str, str] = {
     "lvm": "hpsearch.trainers.lvm:LvmTrainer",
     "fep": "hpsearch.trainers.fep:FepTrainer",
 }
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def register_trainer(name: str, target: str) -> None:
@@ -52,6 +61,12 @@ def get_trainer_class(name: str, base_dir: Path | None = None) -> type[Trainer]:
             "'package.module:function' for a generator function"
         )
     module_name, _, attribute = target.rpartition(":")
+    is_file = module_name.endswith(".py")
+    if not ((is_file or _DOTTED.fullmatch(module_name)) and attribute.isidentifier()):
+        raise TrainerError(
+            f"trainer {name[:200]!r} is not 'package.module:Class' (an absolute module path, "
+            "a colon, a class name) or 'file.py:Class'; fix the trainer: entry"
+        )
     module = _import(name, module_name, base_dir)
     found = getattr(module, attribute, None)
     if isinstance(found, type) and issubclass(found, Trainer):
@@ -78,9 +93,14 @@ def _import(name: str, module_name: str, base_dir: Path | None) -> ModuleType:
         return importlib.import_module(module_name)
     except ImportError as error:
         raise TrainerError(
-            f"trainer {name!r}: cannot import module {module_name!r} ({error}); run from the "
-            "folder that holds it, add that folder to PYTHONPATH, or name the file: "
-            "path/file.py:Class"
+            f"trainer {name!r}: cannot import module {module_name!r} ({_first_line(error)}); "
+            "run from the folder that holds it, add that folder to PYTHONPATH, or name the "
+            "file: path/file.py:Class"
+        ) from None
+    except (Exception, SystemExit) as error:  # the module itself fails on import
+        raise TrainerError(
+            f"trainer {name!r}: importing module {module_name!r} failed with "
+            f"{type(error).__name__}: {_first_line(error)}; fix that module"
         ) from None
 
 
@@ -94,7 +114,14 @@ def _import_file(name: str, path: Path) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as error:  # the file itself fails on import
+        del sys.modules[module_name]
+        raise TrainerError(
+            f"trainer {name!r}: importing {str(path)!r} failed with "
+            f"{type(error).__name__}: {_first_line(error)}; fix that file"
+        ) from None
     return module
 
 
