@@ -167,9 +167,12 @@ def run(
     130 / 143; no trial is left RUNNING."""
     from hpsearch.runner import create_study, run_trials
 
+    from hpsearch.objectives import pick_device
+
     set_torch_threads(threads)
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
+    pick_device(device)  # a bad --device is bad input even when there is nothing to run
     loaded = load_spec(spec, quick=quick)
     existing = create_study(loaded, url, study_name)
     remaining = trials_to_run(existing, n_trials, more_trials, default_total=20)

@@ -88,7 +88,7 @@ def test_read_only_commands_never_create_a_store(
     assert cli("studies", "--storage", f"sqlite:///{missing}") == 2
     assert cli("best", "toy", "--storage", f"sqlite:///{missing}") == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and all("no study store at" in line for line in errors)
+    assert len(errors) == 2 and all("typo.db' does not exist" in line for line in errors)
     assert not missing.exists()
 
 

@@ -74,8 +74,8 @@ def get_trainer_class(name: str, base_dir: Path | None = None) -> type[Trainer]:
     if inspect.isgeneratorfunction(found):
         return function_trainer(found, name=target)
     raise TrainerError(
-        f"trainer {name!r}: {module_name!r} has no Trainer subclass or generator function "
-        f"{attribute!r}; name a class that subclasses hpsearch.trainers.Trainer or a function "
+        f"trainer {name!r}: {module_name!r} has no Trainer subclass {attribute!r}; name a class "
+        "that subclasses hpsearch.trainers.Trainer, or a generator function "
         "train(params, knobs, *, device, seed) that yields metrics"
     )
 
