@@ -147,6 +147,8 @@ class LvmTrainer(Trainer):
         "jitter": 0.05,
         "curvature": 0.1,
         "noise": 0.3,
+        "topic": 0.0,
+        "ambient_dim": 0,
         "ood_step_low": 0.7,
         "ood_step_high": 1.1,
         "ood_noise": 0.35,
@@ -225,7 +227,7 @@ class LvmTrainer(Trainer):
         require_range(params, "guard_margin", 0.0, 2.0, trainer=name)
         for key in ("step_low", "step_high", "ood_step_low", "ood_step_high"):
             require_range(params, key, 0.0, math.pi, trainer=name)
-        for key in ("jitter", "curvature", "noise", "ood_noise"):
+        for key in ("jitter", "curvature", "noise", "ood_noise", "topic"):
             require_range(params, key, 0.0, 100.0, trainer=name)
         require_choice(params, "model", MODELS, trainer=name)
         if not isinstance(params["residual"], bool):
@@ -271,6 +273,8 @@ class LvmTrainer(Trainer):
                 jitter=float(p["jitter"]),
                 curvature=float(p["curvature"]),
                 noise=float(p[f"{prefix}noise"]),
+                topic=float(p["topic"]),
+                ambient_dim=int(p["ambient_dim"]),
             )
 
         return make_lvm_data(
@@ -289,7 +293,7 @@ class LvmTrainer(Trainer):
     def _make_model(self) -> NextVectorModel:
         p = self.params
         dim, context, hidden, layers = (
-            int(p["dim"]),
+            self.data.train.dim,
             int(p["context"]),
             int(p["hidden"]),
             int(p["layers"]),

@@ -45,6 +45,8 @@ class ArticleGenerator:
     jitter: float = 0.05
     curvature: float = 0.1
     noise: float = 0.3
+    topic: float = 0.0
+    ambient_dim: int = 0
 
     def sample(self, count: int, length: int, generator: torch.Generator) -> torch.Tensor:
         """``count`` articles of ``length`` unit frames, ``[count, length, dim]``."""
@@ -64,7 +66,14 @@ class ArticleGenerator:
             turn = _orthogonal_unit(torch.randn(count, self.dim, generator=generator), point)
             heading = _orthogonal_unit(heading + self.curvature * turn, point)
         noise = torch.randn(count, length, self.dim, generator=generator) / math.sqrt(self.dim)
-        return unit(path + self.noise * noise)
+        topic = unit(torch.randn(count, 1, self.dim, generator=generator))
+        frames = unit(self.topic * topic + path + self.noise * noise)
+        if self.ambient_dim > self.dim:
+            basis, _ = torch.linalg.qr(
+                torch.randn(self.ambient_dim, self.dim, generator=torch.Generator().manual_seed(12345))
+            )
+            frames = frames @ basis.T
+        return frames
 
 
 class ArticleSplit:
