@@ -89,6 +89,7 @@ def worker_command(
     device: str,
     track: bool,
     timeout: float | None = None,
+    quick: bool = False,
 ) -> list[str]:
     """The ``hpsearch worker`` command line of one slot (the store URL goes in the env)."""
     command = [sys.executable, "-m", "hpsearch", "worker", spec, "--study-name", study_name]
@@ -99,6 +100,8 @@ def worker_command(
         command += ["--timeout", str(timeout)]
     if not track:
         command.append("--no-mlflow")
+    if quick:
+        command.append("--quick")
     return command
 
 

@@ -31,6 +31,7 @@ from hpsearch.objectives import TrialFailed, build_objective
 from hpsearch.runner import create_study, make_tracker
 from hpsearch.search_spaces import StudySpec, load_spec
 from hpsearch.storage import MAX_RETRY, default_storage_url, is_transient_error
+from hpsearch.storage.orphans import ORPHAN_REASON, fail_orphaned_trials
 from hpsearch.workers.budget import BudgetCounter, count_trials, release_trial
 
 logger = logging.getLogger("hpsearch.workers")
@@ -242,11 +243,15 @@ class Worker:
         self._storage_call(retry_callback(self.study), self.study, trial)
 
     def _fail_stale_trials(self) -> None:
-        """Fail the RUNNING trials whose heartbeat stopped (dead workers) and enqueue their
-        retries; a no-op on stores without heartbeats."""
+        """Fail the RUNNING trials whose heartbeat stopped (dead workers), or that never
+        recorded one within the grace period, and enqueue their retries; a no-op on stores
+        without heartbeats."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._storage_call(optuna.storages.fail_stale_trials, self.study)
+        orphans = self._storage_call(fail_orphaned_trials, self.study)
+        if orphans:
+            self.report(f"failed and re-queued trial(s) {orphans}: {ORPHAN_REASON}")
 
     # -- plumbing -------------------------------------------------------------------------------
 
