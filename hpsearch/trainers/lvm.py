@@ -136,32 +136,32 @@ class LvmTrainer(Trainer):
     name = "lvm"
     param_defaults: ClassVar[Mapping[str, Any]] = {
         # data
-        "dim": 64,
+        "dim": 768,
+        "manifold_dim": 32,
         "context": 5,
         "article_length": 24,
         "train_articles": 192,
         "val_articles": 128,
         "ood_articles": 128,
-        "step_low": 0.6,
+        "step_low": 0.8,
         "step_high": 1.0,
         "jitter": 0.05,
         "curvature": 0.1,
-        "noise": 0.3,
-        "topic": 0.0,
-        "ambient_dim": 0,
-        "ood_step_low": 0.7,
-        "ood_step_high": 1.1,
-        "ood_noise": 0.35,
+        "noise": 0.2,
+        "topic": 1.0,
+        "ood_step_low": 0.85,
+        "ood_step_high": 1.05,
+        "ood_noise": 0.25,
         "data_seed": 0,
         # model
-        "model": "mlp",
-        "hidden": 256,
+        "model": "transformer",
+        "hidden": 64,
         "layers": 2,
         "heads": 4,
         "residual": True,
         "alpha_init": 0.5,
         # optimization and losses
-        "lr": 1.0e-3,
+        "lr": 3.0e-3,
         "batch_size": 64,
         "lambda_dir": 0.002,
         "lambda_fut": 0.002,
@@ -169,6 +169,8 @@ class LvmTrainer(Trainer):
         "lambda_res": 1.0e-4,
         "guard_margin": 0.01,
         "guard_start_epoch": 6,
+        "late_epoch": 11,
+        "late_fut_scale": 1.5,
         # evaluation
         "mini_samples": 500,
         "eval_samples": 2000,
@@ -213,11 +215,13 @@ class LvmTrainer(Trainer):
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> None:
         name = cls.name
-        for key in ("dim", "hidden", "layers", "heads", "batch_size", "mini_samples"):
+        for key in ("dim", "manifold_dim", "hidden", "layers", "heads", "batch_size", "mini_samples"):
             _require_int(params, key, 1, 1_000_000)
         _require_int(params, "context", 2, 64)
         _require_int(params, "rollout_horizon", 1, 64)
         _require_int(params, "guard_start_epoch", 1, 1_000_000)
+        _require_int(params, "late_epoch", 1, 1_000_000)
+        require_range(params, "late_fut_scale", 0.0, 1e6, trainer=name)
         for key in ("train_articles", "val_articles", "ood_articles", "eval_samples"):
             _require_int(params, key, 1, 100_000_000)
         for key in ("lambda_dir", "lambda_fut", "lambda_ac", "lambda_res"):
@@ -274,7 +278,8 @@ class LvmTrainer(Trainer):
                 curvature=float(p["curvature"]),
                 noise=float(p[f"{prefix}noise"]),
                 topic=float(p["topic"]),
-                ambient_dim=int(p["ambient_dim"]),
+                manifold_dim=int(p["manifold_dim"]),
+                basis_seed=int(p["data_seed"]),
             )
 
         return make_lvm_data(
@@ -314,9 +319,13 @@ class LvmTrainer(Trainer):
         return epoch >= int(self.params["guard_start_epoch"])
 
     def loss_weights(self, epoch: int) -> dict[str, float]:
-        """The lambdas in force this epoch: the knobs, with the guards at 0 before the start."""
+        """The lambdas in force this epoch: the knobs, with the guards at 0 before the start,
+        and ``lambda_fut`` scaled by ``late_fut_scale`` from ``late_epoch`` on (the seed's
+        table: 0.002 in epochs 6-10, 0.003 from 11)."""
         on = self.guards_on(epoch)
         weights = {knob: self.knobs[knob] if on else 0.0 for knob in GUARD_KNOBS}
+        if on and epoch >= int(self.params["late_epoch"]):
+            weights["lambda_fut"] *= float(self.params["late_fut_scale"])
         weights["lambda_res"] = self.knobs["lambda_res"]
         return weights
 
