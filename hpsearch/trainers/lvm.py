@@ -215,7 +215,15 @@ class LvmTrainer(Trainer):
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> None:
         name = cls.name
-        for key in ("dim", "manifold_dim", "hidden", "layers", "heads", "batch_size", "mini_samples"):
+        for key in (
+            "dim",
+            "manifold_dim",
+            "hidden",
+            "layers",
+            "heads",
+            "batch_size",
+            "mini_samples",
+        ):
             _require_int(params, key, 1, 1_000_000)
         _require_int(params, "context", 2, 64)
         _require_int(params, "rollout_horizon", 1, 64)

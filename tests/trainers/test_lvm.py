@@ -43,13 +43,28 @@ def tiny_run() -> tuple[LvmTrainer, list[dict[str, float]]]:
 
 # The seed's two runs (seed 003): V3 = direct head, directional + anti-copy guards at 0.01 from
 # epoch 4; P2 = residual head, directional + future guards at 0.002 from epoch 6.
-V3 = {"residual": False, "lambda_dir": 0.01, "lambda_ac": 0.01, "lambda_fut": 0.0,
-      "guard_start_epoch": 4}
-P2 = {"residual": True, "lambda_dir": 0.002, "lambda_fut": 0.002, "lambda_ac": 0.0,
-      "guard_start_epoch": 6}
+V3 = {
+    "residual": False,
+    "lambda_dir": 0.01,
+    "lambda_ac": 0.01,
+    "lambda_fut": 0.0,
+    "guard_start_epoch": 4,
+}
+P2 = {
+    "residual": True,
+    "lambda_dir": 0.002,
+    "lambda_fut": 0.002,
+    "lambda_ac": 0.0,
+    "guard_start_epoch": 6,
+}
 # The spec's quick sizes (half the data): enough for the V3 collapse.
-HALF_DATA = {"train_articles": 96, "val_articles": 64, "ood_articles": 64, "mini_samples": 300,
-             "eval_samples": 500}
+HALF_DATA = {
+    "train_articles": 96,
+    "val_articles": 64,
+    "ood_articles": 64,
+    "mini_samples": 300,
+    "eval_samples": 500,
+}
 
 
 def test_registry_resolves_lvm() -> None:
