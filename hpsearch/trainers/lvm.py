@@ -1,10 +1,21 @@
 """Next-vector prediction with a residual head and directional guards (seed 003).
 
-Data (``lvm_data``): synthetic articles, unit-vector sequences with an article-specific forward
-drift plus noise; train / val split by article, OOD articles from a generator with other drift
-and noise. A model reads ``context`` frames and predicts the next one.
+Data (``lvm_data``): synthetic articles, unit-vector sequences: an article topic (weight
+``topic``) plus a great-circle drift with noise, in a ``manifold_dim``-dimensional subspace of
+R^``dim``; train / val split by article, OOD articles from a generator with other drift and
+noise. A model reads ``context`` frames and predicts the next one.
 
-Model: an MLP over the flattened context or a small transformer (``model``). With
+The defaults are calibrated to the seed's story. ``dim`` 768 gives the seed's balance between
+the MSE (a mean over the coordinates, ~1e-3) and the guards: 0.01 pulls about 4x harder than
+the MSE, 0.002 about 0.8x. The shared topic makes the context frames alike, so a direct head
+first learns an average of its context, which peaks at the last frame (k=-1, copying is the
+early attractor), while the residual head starts from the last frame and must only learn the
+step. With V3's settings (direct head, dir + anti-copy guards 0.01 from epoch 4) val cosine
+falls by >= 0.1 at epoch 4 and the peak stays at k=-1; with P2's (residual head, dir + future
+guards 0.002 from epoch 6) nothing falls and the head turns forward after the guards start
+(``bench/lvm_v3_p2.py``; tests in ``tests/trainers/test_lvm.py``).
+
+Model: an MLP over the flattened context or a small transformer (``model``, the seed's). With
 ``residual: true`` it outputs a delta and the prediction is the seed's P2 head
 ``y = normalize(u + alpha * delta)`` with ``u`` the last frame and ``alpha`` learnable
 (``alpha_init``); otherwise ``y = normalize(model(context))``.
@@ -18,10 +29,11 @@ Loss, as the seed writes it (margins ``guard_margin``, 0.01 by default; ``cos`` 
     L_res = mean(delta ** 2)          (0 without the residual head)
 
 Micro-scheduler: ``lambda_dir``, ``lambda_fut`` and ``lambda_ac`` count only from epoch
-``guard_start_epoch`` on (before it the loss is MSE + lambda_res * L_res); ``lambda_res`` is
-always on. The four lambdas and ``lr`` are knobs: rules may change them between epochs. The MSE
-is a mean over the ``dim`` coordinates, so a lambda weighs more against it as ``dim`` grows (the
-seed's balance is at ``dim`` 768).
+``guard_start_epoch`` on (before it the loss is MSE + lambda_res * L_res), and from
+``late_epoch`` (11) ``lambda_fut`` counts ``late_fut_scale`` (1.5) times (the seed's table:
+0.002 in epochs 6-10, 0.003 from 11); ``lambda_res`` is always on. The four lambdas and ``lr``
+are knobs: rules may change them between epochs. The MSE is a mean over the ``dim``
+coordinates, so a lambda weighs more against it as ``dim`` grows.
 
 After every epoch a mini-5CAT on ``mini_samples`` fixed val samples gives ``val_cosine``,
 ``val_margin``, ``val_peak_offset`` and ``val_r_at_5``; ``final_metrics`` runs the full 5CAT
