@@ -114,8 +114,9 @@ def test_guards_off_until_the_start_epoch(
 def test_a_backoff_changes_the_next_epochs_weights() -> None:
     trainer = LvmTrainer(TINY, device=CPU, seed=0)
     engine = RuleEngine(build_rules(["directional-guards"]), trainer.params)
-    backward = {"val_cosine": 0.5, "val_margin": -0.1, "val_peak_offset": -1.0}
-    engine.observe(3, backward, trainer.knobs)
+    for epoch, margin in enumerate([-0.05, -0.08, -0.1], start=1):  # drifting backward
+        backward = {"val_cosine": 0.5, "val_margin": margin, "val_peak_offset": -1.0}
+        engine.observe(epoch, backward, trainer.knobs)
     assert trainer.loss_weights(4)["lambda_dir"] == trainer.loss_weights(4)["lambda_fut"] == 0.0
     assert trainer.effective_params()["lambda_dir"] == 0.0
 
