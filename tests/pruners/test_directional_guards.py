@@ -48,7 +48,7 @@ def test_healthy_run_fires_nothing() -> None:
 
 
 def test_backward_drift_drops_guards_from_epoch_3_once() -> None:
-    engine, knobs = engine_for(), dict(GUARDS)
+    engine, knobs = engine_for(guard_start_epoch=2), dict(GUARDS)
     fired = drive(engine, drifting(5), knobs)
     assert fired == [(3, "backward-drift-backoff")]  # not at 1-2; once there is nothing to drop
     assert knobs["lambda_dir"] == knobs["lambda_fut"] == knobs["lambda_ac"] == 0.0
@@ -57,6 +57,11 @@ def test_backward_drift_drops_guards_from_epoch_3_once() -> None:
     assert event.action == "backoff"
     assert event.knobs_before["lambda_dir"] == 0.002 and event.knobs_after["lambda_dir"] == 0.0
     assert event.metrics["val_margin"] == pytest.approx(-0.07)
+
+
+def test_no_backoff_before_the_guards_start() -> None:
+    engine, knobs = engine_for(guard_start_epoch=6), dict(GUARDS)
+    assert drive(engine, drifting(6), knobs) == [(6, "backward-drift-backoff")]
 
 
 def test_no_backoff_while_a_backward_head_recovers() -> None:
@@ -128,7 +133,7 @@ def test_anti_copy_keeps_a_stronger_setting() -> None:
 
 
 def test_backoff_before_epoch_10_also_drops_anti_copy() -> None:
-    engine, knobs = engine_for(), {**GUARDS, "lambda_ac": 0.004}
+    engine, knobs = engine_for(guard_start_epoch=3), {**GUARDS, "lambda_ac": 0.004}
     assert drive(engine, drifting(3), knobs) == [(3, "backward-drift-backoff")]
     assert knobs["lambda_ac"] == 0.0
 
