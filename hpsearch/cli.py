@@ -165,9 +165,8 @@ def run(
 
     Ctrl-C / SIGTERM fail the running trial, queue it again with the same params and exit with
     130 / 143; no trial is left RUNNING."""
-    from hpsearch.runner import create_study, run_trials
-
     from hpsearch.objectives import pick_device
+    from hpsearch.runner import create_study, run_trials
 
     set_torch_threads(threads)
     _quiet_libraries(track=not no_mlflow)
