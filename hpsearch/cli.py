@@ -17,17 +17,18 @@ from typing import Any
 import click
 
 from hpsearch.errors import HpsearchError, ParamError, SpecError
-from hpsearch.formatting import best_table, studies_table, table
-from hpsearch.query import best_configs, study_summaries
-from hpsearch.search_spaces import load_spec, packaged_spec_names
-from hpsearch.search_spaces.schema import study_name_problem
-from hpsearch.storage import default_storage_url, mask_secrets, mask_url
+from hpsearch.urls import default_storage_url, mask_secrets, mask_url
+
+# Only click and the modules above load with the command: torch, Optuna, MLflow and pydantic
+# are imported inside the commands that use them, so `hpsearch --help` starts at once.
 
 STORAGE_HELP = "Study store URL [default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db]."
 storage_option = click.option("--storage", default=None, metavar="URL", help=STORAGE_HELP)
 
 
 def _checked_study_name(_ctx: click.Context, _param: click.Parameter, name: str | None) -> Any:
+    from hpsearch.search_spaces.schema import study_name_problem
+
     if name is not None and (problem := study_name_problem(name)) is not None:
         raise ParamError(f"--study-name: {problem}")
     return name
@@ -88,6 +89,8 @@ def _quiet_libraries(track: bool = True) -> None:
 
 def _study_name_for(spec_argument: str, study_name: str | None, quick: bool = False) -> str:
     """--study-name, else the spec's name; a name that is no spec is taken as a study name."""
+    from hpsearch.search_spaces import load_spec
+
     if study_name:
         return study_name
     try:
@@ -111,9 +114,12 @@ def cli() -> None:
 @cli.command()
 def spaces() -> None:
     """List the packaged study specs, one line each."""
+    from hpsearch.formatting import table
+    from hpsearch.search_spaces import packaged_spec_names, read_spec
+
     rows = []
     for name in packaged_spec_names():
-        spec = load_spec(name)
+        spec = read_spec(name)
         objectives = ", ".join(spec.objective_names)
         rows.append([name, spec.trainer, spec.epochs, objectives, spec.description])
     click.echo(table(["spec", "trainer", "epochs", "objectives", "description"], rows))
@@ -165,8 +171,11 @@ def run(
 
     Ctrl-C / SIGTERM fail the running trial, queue it again with the same params and exit with
     130 / 143; no trial is left RUNNING."""
+    from hpsearch.formatting import best_table
     from hpsearch.objectives import pick_device
+    from hpsearch.query import best_configs
     from hpsearch.runner import create_study, run_trials
+    from hpsearch.search_spaces import load_spec
 
     set_torch_threads(threads)
     _quiet_libraries(track=not no_mlflow)
@@ -285,6 +294,9 @@ def best(
     --where / --rank-by use the rules' expression language (README, "Rule conditions") over
     the objective names, final metrics, sampled params and effective_<param>. Reads the store
     only: a missing store or study is an error, never created."""
+    from hpsearch.formatting import best_table
+    from hpsearch.query import best_configs
+
     name = _study_name_for(spec, study_name, quick)
     configs = best_configs(name, storage, rank_by=rank_by, where=where, top=top)
     if export:
@@ -309,6 +321,9 @@ def best(
 def studies(storage: str | None) -> None:
     """List the studies in the store with trial counts by state (a missing store is an error,
     never created)."""
+    from hpsearch.formatting import studies_table
+    from hpsearch.query import study_summaries
+
     click.echo(studies_table(study_summaries(storage)))
 
 
@@ -355,6 +370,7 @@ def try_command(
     fails."""
     from hpsearch.export import read_config
     from hpsearch.runner import try_config
+    from hpsearch.search_spaces import load_spec
 
     set_torch_threads(threads)
     params = None
@@ -443,6 +459,7 @@ def worker(
     journal, grpc://HOST:PORT of `hpsearch storage-proxy`); the study is created if missing.
     SIGTERM or Ctrl-C fails the running trial, queues it again with the same params, and exits
     with 128 + the signal number."""
+    from hpsearch.search_spaces import load_spec
     from hpsearch.workers import ensure_study, run_worker
 
     _quiet_libraries(track=not no_mlflow)
@@ -534,6 +551,7 @@ def launch(
     The study is created before the workers start. A crashed worker is restarted (at most
     --max-restarts times) and its running trial re-queued. Ctrl-C / SIGTERM stops every worker
     so that no trial is left RUNNING; the interrupted trials are queued again."""
+    from hpsearch.search_spaces import load_spec
     from hpsearch.workers import ensure_study
     from hpsearch.workers.launcher import (
         Launcher,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hpsearch.query import BestConfig, StudySummary
+if TYPE_CHECKING:
+    from hpsearch.query import BestConfig, StudySummary
 
 
 def format_value(value: Any) -> str:

@@ -24,6 +24,7 @@ from hpsearch.objectives.attrs import set_user_attrs
 from hpsearch.objectives.execute import EpochHook, execute_trial, pick_device
 from hpsearch.objectives.factories import make_pareto_asha
 from hpsearch.objectives.hypervolume import StudyHypervolume
+from hpsearch.objectives.log_filter import install_failed_trial_filter
 from hpsearch.objectives.outcome import TrialOutcome, json_safe
 from hpsearch.objectives.suggest import suggest_params
 from hpsearch.pruners.pareto_asha import PRUNER_NAME, ParetoAshaPruner
@@ -266,5 +267,7 @@ def build_objective(
 ) -> SpecObjective:
     """The objective of a spec. Constraints are set inside it with ``trial.set_constraint``
     (Optuna 5 deprecated the samplers' ``constraints_func``), so no constraints function is
-    returned."""
+    returned. Optuna's log of a trial hpsearch failed on purpose becomes one line from here on
+    (a filter on Optuna's trial logger; nothing is set when the package is imported)."""
+    install_failed_trial_filter(TrialFailed)
     return SpecObjective(spec, tracker, study_name=study_name, device=device)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpsearch.errors import HpsearchError, SpecError, TrainerContractError
 from hpsearch.pruners import RuleConfig, get_preset
 from hpsearch.search_spaces.schema import StudySpec
-from hpsearch.trainers import Trainer, get_trainer_class
+
+if TYPE_CHECKING:  # the trainers (and torch) load when a spec is checked, not on import
+    from hpsearch.trainers import Trainer
 
 logger = logging.getLogger("hpsearch")
 
@@ -22,6 +25,8 @@ logger = logging.getLogger("hpsearch")
 def check_against_trainer(spec: StudySpec, where: str) -> type[Trainer]:
     """Resolve the trainer and check every name the spec uses; SpecError names the key."""
     try:
+        from hpsearch.trainers import get_trainer_class
+
         trainer_class = get_trainer_class(spec.trainer, _spec_folder(where))
     except HpsearchError as error:
         raise SpecError(f"{where}: trainer: {error}") from None
