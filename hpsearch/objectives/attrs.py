@@ -27,13 +27,25 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
     if not attrs:
         return
     try:
-        _upsert_in_one_session(trial, attrs)
+        _upsert_in_one_session(trial, attrs, system=False)
     except _NotBatchable:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
 
 
-def _upsert_in_one_session(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+def set_system_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Store every ``attrs`` item as a system attribute of ``trial`` (not shown by
+    optuna-dashboard; read back with ``FrozenTrial.system_attrs``)."""
+    if not attrs:
+        return
+    try:
+        _upsert_in_one_session(trial, attrs, system=True)
+    except _NotBatchable:
+        for key, value in attrs.items():
+            trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def _upsert_in_one_session(trial: optuna.Trial, attrs: Mapping[str, Any], *, system: bool) -> None:
     try:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import RDBStorage, _create_scoped_session
@@ -48,7 +60,7 @@ def _upsert_in_one_session(trial: optuna.Trial, attrs: Mapping[str, Any]) -> Non
     dialect = dialects.get(backend.engine.name)
     if dialect is None:
         raise _NotBatchable
-    table = models.TrialUserAttributeModel
+    table = models.TrialSystemAttributeModel if system else models.TrialUserAttributeModel
     rows = [
         {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
         for key, value in attrs.items()

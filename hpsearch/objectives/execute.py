@@ -2,7 +2,8 @@
 
 Knows nothing of Optuna: ``on_epoch`` lets the caller add its own per-epoch pruning decision.
 Every exception of the trainer (bad params, NaN, out of memory, a bug) ends the trial as FAIL
-with the reason; it never propagates.
+with the reason; it never propagates. Why a trial stopped early is a ``StopReason`` record,
+made where the decision is taken (a rule, the caller's pruner, a failure).
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ from typing import Any
 import torch
 
 from hpsearch.objectives.outcome import TrialOutcome
+from hpsearch.objectives.stop import StopReason
 from hpsearch.pruners import RuleEngine, build_rules
 from hpsearch.search_spaces import StudySpec
 from hpsearch.tracking import TrialRun
 from hpsearch.trainers import Trainer
 
-# Returns a reason to stop the trial (it ends PRUNED), or None to go on.
-EpochHook = Callable[[int, Mapping[str, float]], str | None]
+# Returns why to stop the trial (it ends PRUNED), or None to go on.
+EpochHook = Callable[[int, Mapping[str, float]], StopReason | None]
 
 
 class _Stop(Exception):
-    def __init__(self, state: str, reason: str, pruned_by: str | None = None) -> None:
-        super().__init__(reason)
-        self.state, self.reason, self.pruned_by = state, reason, pruned_by
+    def __init__(self, reason: StopReason) -> None:
+        super().__init__(reason.text())
+        self.reason = reason
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -52,16 +54,18 @@ def execute_trial(
     trainer: Trainer | None = None
     try:
         trainer = trainer_class(params, device=device, seed=seed)
+        outcome.start_params = trainer.effective_params()
         engine = RuleEngine(build_rules(spec.rules), trainer.params)
         _train(spec, trainer, engine, run, outcome, on_epoch)
-        outcome.final_metrics = _checked(trainer.final_metrics(), "final metrics")
+        outcome.final_metrics = _checked(trainer.final_metrics(), "final metrics", spec.epochs)
         outcome.values = {o.name: o.value(outcome.final_metrics) for o in spec.objectives}
         outcome.constraints = {c.name: c.violation(outcome.final_metrics) for c in spec.constraints}
         outcome.report = trainer.report()
     except _Stop as stop:
-        outcome.state, outcome.reason, outcome.pruned_by = stop.state, stop.reason, stop.pruned_by  # type: ignore[assignment]
+        outcome.stop_with(stop.reason)
     except Exception as error:  # a crashing trial never takes the worker down
-        outcome.state, outcome.reason = "FAIL", _describe(error)
+        epoch = len(outcome.history) + 1 if trainer is not None else None
+        outcome.stop_with(StopReason("failure", type(error).__name__, epoch, _describe(error)))
         _release_cuda_memory(error)
     if trainer is not None:
         outcome.effective_params = trainer.effective_params()
@@ -86,23 +90,22 @@ def _train(
             run.log_events(outcome.events)
         if engine.aborted_by is not None:
             event = engine.aborted_by
-            raise _Stop(
-                "PRUNED",
-                f"rule {event.rule} at epoch {epoch}: {event.message}",
-                pruned_by=f"rule {event.rule}",
-            )
-        _checked(metrics, f"epoch {epoch}")
+            raise _Stop(StopReason("rule", event.rule, epoch, event.message))
+        _checked(metrics, f"epoch {epoch}", epoch)
         if on_epoch is not None:
             reason = on_epoch(epoch, metrics)
             if reason is not None:
-                raise _Stop("PRUNED", reason, pruned_by=reason.split(" at epoch")[0])
+                raise _Stop(reason)
 
 
-def _checked(metrics: Mapping[str, float], where: str) -> dict[str, float]:
+def _checked(
+    metrics: Mapping[str, float], where: str, epoch: int | None = None
+) -> dict[str, float]:
     """The metrics, or a FAIL naming the first NaN/inf metric."""
     for name, value in metrics.items():
         if not math.isfinite(float(value)):
-            raise _Stop("FAIL", f"metric {name} is {float(value)} at {where}")
+            message = f"metric {name} is {float(value)} at {where}"
+            raise _Stop(StopReason("failure", "non-finite metric", epoch, message))
     return dict(metrics)
 
 
