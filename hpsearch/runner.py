@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 
+from hpsearch.dashboard import FigureRefresher, describe_study
 from hpsearch.errors import SpecError
 from hpsearch.objectives import (
     TrialFailed,
@@ -27,7 +28,6 @@ from hpsearch.storage import default_storage_url, open_storage
 from hpsearch.tracking import MlflowTracker, NullTracker, Tracker
 
 logger = logging.getLogger("hpsearch")
-SPEC_ATTR = "hpsearch_spec"
 
 
 def create_study(
@@ -58,8 +58,7 @@ def create_study(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(spec.objective_names)
-    if SPEC_ATTR not in study.user_attrs:
-        study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    describe_study(study, spec)  # the dashboard's note; the spec as a system attr
     return study
 
 
@@ -89,13 +88,18 @@ def run(
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study_name, device=device)
     study = create_study(spec, storage or default_storage_url(), study_name)
-    study.optimize(
-        objective,
-        n_trials=n_trials,
-        timeout=timeout,
-        catch=(TrialFailed,),
-        show_progress_bar=show_progress_bar,
-    )
+    figures = FigureRefresher(spec)  # the dashboard's plots, every few seconds at most
+    try:
+        study.optimize(
+            objective,
+            n_trials=n_trials,
+            timeout=timeout,
+            catch=(TrialFailed,),
+            show_progress_bar=show_progress_bar,
+            callbacks=[figures],
+        )
+    finally:
+        figures.flush(study)
     log_pareto_plot(study, tracker)
     return study
 
