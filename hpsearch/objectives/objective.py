@@ -288,8 +288,13 @@ def trial_attrs(outcome: TrialOutcome) -> dict[str, Any]:
     (or ``last_metrics`` of a trial stopped early; 6 significant digits), ``feasible``,
     ``epochs_run``, ``state_description`` and, for a PRUNED / FAIL trial, ``prune_reason`` /
     ``fail_reason`` with the typed record ``stop``."""
+    effective = {
+        key: value
+        for key, value in outcome.effective_params.items()
+        if key in outcome.params or outcome.start_params.get(key, value) != value
+    }
     attrs: dict[str, Any] = {
-        "effective_params": outcome.effective_params,
+        "effective_params": effective,  # the trial's own params, and any a rule changed
         "epochs_run": outcome.epochs_run,
         "state_description": outcome.describe_state(),
     }
