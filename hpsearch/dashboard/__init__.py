@@ -29,7 +29,10 @@ from hpsearch.search_spaces import StudySpec
 logger = logging.getLogger("hpsearch")
 SPEC_SYSTEM_ATTR = "hpsearch:spec"
 NOTE_DIGEST_SYSTEM_ATTR = "hpsearch:note_digest"
-DASHBOARD_MAX_POINTS = 1500
+DASHBOARD_MAX_POINTS = 1000
+# A refresh may take at most this share of wall time: at 10,000 trials reading them and drawing
+# takes seconds, so the interval grows with the time the last refresh took.
+MAX_REFRESH_SHARE = 0.1
 REFRESH_S_ENV = "HPSEARCH_FIGURES_S"
 DEFAULT_REFRESH_S = 10.0
 
@@ -92,20 +95,30 @@ def refresh_interval() -> float:
         return DEFAULT_REFRESH_S
 
 
+def _cached_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial] | None:
+    """The trial list the sampler read for the trial just run (Optuna keeps it per thread), so
+    a refresh inside ``optimize`` reads no trial again; None outside."""
+    cached = getattr(getattr(study, "_thread_local", None), "cached_all_trials", None)
+    return cached if isinstance(cached, list) else None
+
+
 class FigureRefresher:
     """Optuna callback: after a trial, save the figures if ``interval`` seconds of wall time
-    passed since the last save; ``flush`` saves them once more (the end of a run). A failing
-    save logs a warning and never stops the study."""
+    passed since the last save, and at least ten times as long as the last save took (so
+    refreshing costs at most a tenth of the run); ``flush`` saves them once more (the end of a
+    run). A failing save logs a warning and never stops the study."""
 
     def __init__(self, spec: StudySpec, interval: float | None = None) -> None:
         self.spec = spec
         self.interval = refresh_interval() if interval is None else interval
         self.last_saved = 0.0
+        self.last_duration = 0.0
         self.pending = False
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> None:
         self.pending = True
-        if time.monotonic() - self.last_saved >= self.interval:
+        wait = max(self.interval, self.last_duration / MAX_REFRESH_SHARE)
+        if time.monotonic() - self.last_saved >= wait:
             self.flush(study)
 
     def before_each(
@@ -128,13 +141,14 @@ class FigureRefresher:
         if not self.pending:
             return
         self.pending = False
-        self.last_saved = time.monotonic()
+        started = self.last_saved = time.monotonic()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                save_figures(study, self.spec)
+                save_figures(study, self.spec, _cached_trials(study))
         except Exception as error:  # a plot must never fail a study
             logger.warning("could not save the study figures for the dashboard: %s", error)
+        self.last_duration = time.monotonic() - started
 
 
 def serve(storage: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
