@@ -9,21 +9,35 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
 
-from hpsearch.errors import HpsearchError, SpecError
+from hpsearch.errors import HpsearchError, ParamError, SpecError
 from hpsearch.formatting import best_table, studies_table, table
 from hpsearch.query import best_configs, study_summaries
 from hpsearch.search_spaces import load_spec, packaged_spec_names
-from hpsearch.storage import default_storage_url, mask_url
+from hpsearch.search_spaces.schema import study_name_problem
+from hpsearch.storage import default_storage_url, mask_secrets, mask_url
 
 STORAGE_HELP = "Study store URL [default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db]."
 storage_option = click.option("--storage", default=None, metavar="URL", help=STORAGE_HELP)
+
+
+def _checked_study_name(_ctx: click.Context, _param: click.Parameter, name: str | None) -> Any:
+    if name is not None and (problem := study_name_problem(name)) is not None:
+        raise ParamError(f"--study-name: {problem}")
+    return name
+
+
 study_name_option = click.option(
-    "--study-name", default=None, help="Study name [default: the spec's name]."
+    "--study-name",
+    default=None,
+    callback=_checked_study_name,
+    help="Study name [default: the spec's name].",
 )
 trials_budget_option = click.option(
     "--trials",
@@ -34,8 +48,22 @@ trials_budget_option = click.option(
     "+ pruned), counted across all workers [default: run until stopped].",
 )
 no_mlflow_option = click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
+quick_option = click.option(
+    "--quick",
+    is_flag=True,
+    help="Use the spec's quick: variant (smaller sizes, fewer epochs; minutes on 2 CPU cores); "
+    "its study is named <name>-quick.",
+)
 timeout_option = click.option(
     "--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds."
+)
+trial_timeout_option = click.option(
+    "--trial-timeout",
+    type=click.FloatRange(min=0, min_open=True, max=1e9),
+    default=None,
+    metavar="SECONDS",
+    help="Fail a trial (failure_class timeout) that runs longer [default: the spec's "
+    "trial_timeout, else none].",
 )
 
 
@@ -51,12 +79,12 @@ def _quiet_libraries(track: bool = True) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _study_name_for(spec_argument: str, study_name: str | None) -> str:
+def _study_name_for(spec_argument: str, study_name: str | None, quick: bool = False) -> str:
     """--study-name, else the spec's name; a name that is no spec is taken as a study name."""
     if study_name:
         return study_name
     try:
-        return load_spec(spec_argument).name
+        return load_spec(spec_argument, quick=quick).name
     except SpecError:
         if spec_argument.endswith((".yaml", ".yml")):
             raise
@@ -98,33 +126,46 @@ def spaces() -> None:
 @study_name_option
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@trial_timeout_option
 @click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No line per finished trial.")
+@quick_option
+@click.pass_context
 def run(
+    ctx: click.Context,
     spec: str,
     n_trials: int,
     storage: str | None,
     study_name: str | None,
     timeout: float | None,
     device: str,
+    trial_timeout: float | None,
     no_mlflow: bool,
     no_progress: bool,
+    quick: bool,
 ) -> None:
-    """Run trials of SPEC in this process, then print the Pareto front."""
-    from hpsearch.runner import run as run_study
+    """Run trials of SPEC in this process, then print the Pareto front.
 
-    _quiet_libraries()
+    Ctrl-C / SIGTERM fail the running trial, queue it again with the same params and exit with
+    130 / 143; no trial is left RUNNING."""
+    from hpsearch.runner import run_trials
+
+    _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
-    study = run_study(
-        spec,
+    study, result = run_trials(
+        load_spec(spec, quick=quick),
         n_trials,
         storage=url,
         study_name=study_name,
         track=not no_mlflow,
         device=device,
         timeout=timeout,
-        show_progress_bar=not no_progress,
+        trial_timeout=trial_timeout,
+        report=None if no_progress else click.echo,
     )
+    if result.signal is not None:
+        click.echo(f"hpsearch: {result.summary()}", err=True)
+        ctx.exit(128 + result.signal)
     counts = _state_counts(study)
     click.echo(f"study {study.study_name!r} in {mask_url(url)}: {counts}")
     click.echo(best_table(best_configs(study.study_name, url)))
@@ -142,9 +183,12 @@ def _state_counts(study: Any) -> str:
 @storage_option
 @study_name_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def best(spec: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
+@quick_option
+def best(
+    spec: str, storage: str | None, study_name: str | None, as_json: bool, quick: bool
+) -> None:
     """Pareto-optimal feasible configs of a study, with effective params and MLflow run ids."""
-    configs = best_configs(_study_name_for(spec, study_name), storage)
+    configs = best_configs(_study_name_for(spec, study_name, quick), storage)
     if as_json:
         click.echo(json.dumps([config.to_dict() for config in configs], indent=2))
     else:
@@ -170,15 +214,22 @@ def studies(storage: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=None, help="Trainer seed [default: the spec's seed].")
+@quick_option
 def try_command(
-    spec: str, assignments: tuple[str, ...], as_json: bool, device: str, seed: int | None
+    spec: str,
+    assignments: tuple[str, ...],
+    as_json: bool,
+    device: str,
+    seed: int | None,
+    quick: bool,
 ) -> None:
     """One trial of one config, without a store: final metrics, state and rule events.
 
     Exits 0 whether the trial completes, is pruned by a rule or fails."""
     from hpsearch.runner import try_config
 
-    outcome = try_config(spec, list(assignments), device=device, seed=seed)
+    loaded = load_spec(spec, quick=quick)
+    outcome = try_config(loaded, list(assignments), device=device, seed=seed)
     if as_json:
         data = outcome.to_json()
         keys = (
@@ -213,7 +264,7 @@ def try_command(
     default="127.0.0.1",
     show_default=True,
     help="Address to listen on; keep 127.0.0.1 and put an authenticating reverse proxy in "
-    "front to share it (README: Dashboards).",
+    "front to share it (README: Browsing a study).",
 )
 @click.option("--port", type=int, default=8080, show_default=True)
 def dashboard(storage: str | None, host: str, port: int) -> None:
@@ -224,7 +275,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 
     url = storage or default_storage_url()
     click.echo(f"optuna-dashboard for {mask_url(url)} on http://{host}:{port}/")
-    serve(open_storage(url, heartbeat=False), host=host, port=port)
+    serve(open_storage(url, heartbeat=False, create=False), host=host, port=port)
 
 
 @cli.command()
@@ -278,7 +329,9 @@ def report(
 @study_name_option
 @timeout_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@trial_timeout_option
 @no_mlflow_option
+@quick_option
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -288,7 +341,9 @@ def worker(
     study_name: str | None,
     timeout: float | None,
     device: str,
+    trial_timeout: float | None,
     no_mlflow: bool,
+    quick: bool,
 ) -> None:
     """One worker of a distributed study: run trials of SPEC until the study-wide budget is met.
 
@@ -302,13 +357,14 @@ def worker(
     url = storage or default_storage_url()
     click.echo(f"worker pid {os.getpid()} on {mask_url(url)}")
     result = run_worker(
-        spec,
+        load_spec(spec, quick=quick),
         storage=url,
         n_trials=n_trials,
         study_name=study_name,
         device=device,
         track=not no_mlflow,
         timeout=timeout,
+        trial_timeout=trial_timeout,
         report=click.echo,
     )
     click.echo(result.summary())
@@ -357,6 +413,7 @@ def worker(
     help="Seconds a worker gets to stop after Ctrl-C / SIGTERM before it is killed.",
 )
 @no_mlflow_option
+@quick_option
 @click.pass_context
 def launch(
     ctx: click.Context,
@@ -371,6 +428,7 @@ def launch(
     max_restarts: int,
     stop_timeout: float,
     no_mlflow: bool,
+    quick: bool,
 ) -> None:
     """Run one `hpsearch worker` process per GPU slot on one study, and supervise them.
 
@@ -389,7 +447,7 @@ def launch(
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
     slots = plan_slots(gpus, per_gpu, cpu_workers)
-    study = ensure_study(load_spec(spec), url, study_name)
+    study = ensure_study(load_spec(spec, quick=quick), url, study_name)
     name = study.study_name
     device = "cpu" if cpu_workers else "auto"
 
@@ -401,6 +459,7 @@ def launch(
             device=device,
             track=not no_mlflow,
             timeout=timeout,
+            quick=quick,
         )
 
     def on_dead_worker(pids: list[int]) -> None:
@@ -443,19 +502,49 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
     serve_grpc_proxy(url, host=host, port=port)
 
 
+MAX_ERROR_CHARS = 1000
+
+
+class Terminated(BaseException):
+    """SIGTERM outside a trial loop (which handles it itself): stop, one line, exit 143."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
+def error_line(text: str) -> str:
+    """One line of at most ``MAX_ERROR_CHARS`` characters, passwords of URLs masked."""
+    line = " ".join(mask_secrets(text).split())
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 30] + f"... ({len(line)} characters)"
+    return f"hpsearch: error: {line}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: HpsearchError -> one line on stderr, exit code 2."""
+    """Entry point: HpsearchError or a usage error -> one line on stderr, exit code 2;
+    Ctrl-C / SIGTERM -> one line, exit 130 / 143 (a running trial is failed and queued again,
+    never left RUNNING)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = cli.main(args=argv, prog_name="hpsearch", standalone_mode=False)
     except HpsearchError as error:
-        click.echo(f"hpsearch: error: {error}", err=True)
+        click.echo(error_line(str(error)), err=True)
+        sys.exit(2)
+    except click.UsageError as error:  # click's 4-line usage text, as one line
+        command = error.ctx.command_path if error.ctx is not None else "hpsearch"
+        click.echo(error_line(f"{error.format_message()} (see {command} --help)"), err=True)
         sys.exit(2)
     except click.ClickException as error:
-        error.show()
+        click.echo(error_line(error.format_message()), err=True)
         sys.exit(error.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("hpsearch: stopped by SIGINT", err=True)
+        sys.exit(128 + signal.SIGINT)
+    except Terminated:
+        click.echo("hpsearch: stopped by SIGTERM", err=True)
+        sys.exit(128 + signal.SIGTERM)
     sys.exit(code if isinstance(code, int) else 0)
 
 

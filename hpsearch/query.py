@@ -6,11 +6,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 
 from hpsearch.errors import StudyNotFoundError
 from hpsearch.objectives.outcome import json_safe
 from hpsearch.objectives.summary import RULE_EVENTS_SYSTEM_ATTR
 from hpsearch.storage import default_storage_url, mask_url, open_storage
+from hpsearch.storage.internals import count_states, rdb_of
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class StudySummary:
 def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
     """An existing study; StudyNotFoundError lists the studies there are."""
     url = storage or default_storage_url()
-    store = open_storage(url)
+    store = open_storage(url, create=False)
     names = [study.study_name for study in store.get_all_studies()]  # no trial is read
     if study_name not in names:
         available = ", ".join(sorted(names)) or "none"
@@ -113,19 +115,27 @@ def _best_config(
 def study_summaries(storage: str | None = None) -> list[StudySummary]:
     """Every study in the store with its trial counts by state: one count per state, no
     trial is read (``optuna.get_all_study_summaries`` reads every trial of every study)."""
-    store = open_storage(storage or default_storage_url())
+    store = open_storage(storage or default_storage_url(), create=False)
     summaries = []
     for study in store.get_all_studies():
-        counts = {
-            state.name: store.get_n_trials(study._study_id, state)
-            for state in optuna.trial.TrialState
-        }
+        counts = _state_counts(store, store.get_study_id_from_name(study.study_name))
         summaries.append(
             StudySummary(
                 name=study.study_name,
                 directions=[d.name.lower() for d in study.directions],
                 objective_names=list(study.system_attrs.get("study:metric_names", [])),
-                counts={state: n for state, n in counts.items() if n},
+                counts=counts,
             )
         )
     return sorted(summaries, key=lambda item: item.name)
+
+
+def _state_counts(store: BaseStorage, study_id: int) -> dict[str, int]:
+    """Trials by state name: one grouped SQL query on SQL stores, one count per state else."""
+    states = tuple(optuna.trial.TrialState)
+    rdb = rdb_of(store)
+    if rdb is not None:
+        counted = count_states(rdb, study_id, states)
+        return {state.name: n for state, n in counted.items() if n}
+    counts = {state.name: store.get_n_trials(study_id, state) for state in states}
+    return {name: n for name, n in counts.items() if n}

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import signal
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
+from pydantic import TypeAdapter, ValidationError
 
 from hpsearch.dashboard import FigureRefresher, describe_study
-from hpsearch.errors import SpecError
+from hpsearch.errors import ParamError, SpecError
 from hpsearch.objectives import (
-    TrialFailed,
     TrialOutcome,
     build_objective,
     execute_trial,
@@ -22,12 +33,18 @@ from hpsearch.objectives import (
     parse_assignments,
     pick_device,
 )
-from hpsearch.search_spaces import StudySpec, load_spec
+from hpsearch.search_spaces import FloatParam, IntParam, StudySpec, load_spec
+from hpsearch.search_spaces.schema import ParamSpec, study_name_problem
 from hpsearch.search_spaces.validate import check_against_trainer
 from hpsearch.storage import default_storage_url, open_storage
 from hpsearch.tracking import MlflowTracker, NullTracker, Tracker
 
+if TYPE_CHECKING:
+    from hpsearch.workers.worker import WorkerResult
+
 logger = logging.getLogger("hpsearch")
+SPEC_ATTR = "hpsearch_spec"
+_PARAM_ADAPTER: TypeAdapter[ParamSpec] = TypeAdapter(ParamSpec)
 
 
 def create_study(
@@ -35,10 +52,15 @@ def create_study(
 ) -> optuna.Study:
     """The spec's study in the store, created on first use with its objective names set.
 
-    An existing study with other directions is a SpecError (give another ``study_name``)."""
-    name = study_name or spec.name
+    An existing study with other directions, or with a param of another kind (float / int /
+    categorical, log or not, other choices) is a SpecError (give another ``study_name``)."""
+    name = spec.name if study_name is None else study_name
+    problem = study_name_problem(name)
+    if problem is not None:
+        raise ParamError(f"--study-name: {problem}")
     sampler = make_sampler(spec.sampler)
     pruner = make_pruner(spec.pruner, spec)
+    stored_spec = json.dumps(spec.model_dump(mode="json"))  # refuses what cannot be stored
     study = optuna.create_study(
         study_name=name,
         storage=open_storage(storage),
@@ -54,12 +76,46 @@ def create_study(
             f"{[d.name.lower() for d in study.directions]} but spec {spec.source} has "
             f"{spec.directions}; pass another --study-name"
         )
+    _check_same_space(study, spec)
     if study.metric_names != spec.objective_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(spec.objective_names)
-    describe_study(study, spec)  # the dashboard's note; the spec as a system attr
+    if SPEC_ATTR not in study.user_attrs:
+        study.set_user_attr(SPEC_ATTR, json.loads(stored_spec))
+    describe_study(study, spec)  # optuna-dashboard's note, rewritten when the spec changes
     return study
+
+
+def _check_same_space(study: optuna.Study, spec: StudySpec) -> None:
+    """SpecError when a param of the spec has another kind than in the study's stored spec
+    (Optuna would refuse it at the first trial, after the study was changed)."""
+    stored = study.user_attrs.get(SPEC_ATTR)
+    space = stored.get("space") if isinstance(stored, dict) else None
+    if not isinstance(space, dict):
+        return
+    for key, entry in spec.space.items():
+        if key not in space:
+            continue
+        try:
+            old = distribution_of(_PARAM_ADAPTER.validate_python(space[key]))
+            check_distribution_compatibility(old, distribution_of(entry))
+        except (ValidationError, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else "a different kind"
+            raise SpecError(
+                f"{spec.source}: space.{key}: study {study.study_name!r} already searches "
+                f"{key!r} as {space[key]} ({reason}); pass another --study-name or keep the "
+                "param's type, log and choices"
+            ) from None
+
+
+def distribution_of(entry: ParamSpec) -> BaseDistribution:
+    """The Optuna distribution a space entry is suggested from."""
+    if isinstance(entry, FloatParam):
+        return FloatDistribution(entry.low, entry.high, log=entry.log, step=entry.step)
+    if isinstance(entry, IntParam):
+        return IntDistribution(entry.low, entry.high, log=entry.log, step=entry.step)
+    return CategoricalDistribution(entry.choices)
 
 
 def make_tracker(track: bool = True, tracking_uri: str | None = None) -> Tracker:
@@ -76,6 +132,7 @@ def run(
     track: bool = True,
     device: str | None = None,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
     show_progress_bar: bool = False,
 ) -> optuna.Study:
     """Run ``n_trials`` more trials of a spec (packaged name, YAML path or StudySpec) in this
@@ -83,25 +140,88 @@ def run(
 
     ``storage`` defaults to ``HPSEARCH_STORAGE``, then ``sqlite:///hpsearch.db``; MLflow to
     ``MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db``. A trial that fails or is pruned does
-    not stop the study."""
-    spec = load_spec(spec)
+    not stop the study; ``MAX_FAILURES_IN_A_ROW`` trainer errors (or out-of-memory failures) in
+    a row do, with a ``WorkerError``. ``timeout`` stops starting trials after that many seconds
+    and also bounds each trial (as ``trial_timeout`` does, which overrides the spec's).
+    SIGINT / SIGTERM fail the running trial and queue it again with the same params (none is
+    left RUNNING), then raise ``KeyboardInterrupt`` / ``SystemExit(143)``."""
+    report = logger.info if show_progress_bar else None
+    study, result = run_trials(
+        spec,
+        n_trials,
+        storage=storage,
+        study_name=study_name,
+        tracking_uri=tracking_uri,
+        track=track,
+        device=device,
+        timeout=timeout,
+        trial_timeout=trial_timeout,
+        report=report,
+    )
+    if result.signal == signal.SIGINT:
+        raise KeyboardInterrupt
+    if result.signal is not None:
+        raise SystemExit(128 + result.signal)
+    return study
+
+
+def run_trials(
+    spec: str | StudySpec,
+    n_trials: int | None = None,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    device: str | None = None,
+    timeout: float | None = None,
+    trial_timeout: float | None = None,
+    report: Callable[[str], None] | None = None,
+) -> tuple[optuna.Study, WorkerResult]:
+    """``run``'s work: the study and what the loop did (with the signal that stopped it, if
+    any); ``report`` gets one line per trial."""
+    from hpsearch.workers.worker import Worker
+
+    spec = with_trial_timeout(load_spec(spec), trial_timeout, timeout)
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study_name, device=device)
     study = create_study(spec, storage or default_storage_url(), study_name)
     figures = FigureRefresher(spec)  # the dashboard's plots, every few seconds at most
+    worker = Worker(
+        study,
+        figures.before_each(objective),
+        max_trials=n_trials,
+        timeout=timeout,
+        report=report or (lambda _line: None),
+        reseed=False,  # one process: a seeded spec gives the same trials every time
+    )
     try:
-        study.optimize(
-            objective,
-            n_trials=n_trials,
-            timeout=timeout,
-            catch=(TrialFailed,),
-            show_progress_bar=show_progress_bar,
-            callbacks=[figures],
-        )
+        result = worker.run()
     finally:
         figures.flush(study)
-    log_pareto_plot(study, tracker)
-    return study
+    if result.signal is None:
+        log_pareto_plot(study, tracker)
+    return study, result
+
+
+def with_trial_timeout(
+    spec: StudySpec, trial_timeout: float | None, timeout: float | None = None
+) -> StudySpec:
+    """The spec with ``trial_timeout`` (if given) as its per-trial limit, capped by
+    ``timeout`` (a run's whole time limit also bounds each of its trials)."""
+    limits = [
+        limit for limit in (trial_timeout or spec.trial_timeout, timeout) if limit is not None
+    ]
+    if not limits:
+        return spec
+    if trial_timeout is not None and not (math.isfinite(trial_timeout) and trial_timeout > 0):
+        raise ParamError(f"--trial-timeout {trial_timeout}: give a number of seconds > 0")
+    limit = max(min(limits), 0.001)
+    if limit == spec.trial_timeout:
+        return spec
+    changed = spec.model_copy(update={"trial_timeout": limit})
+    changed._source = spec.source
+    return changed
 
 
 def try_config(

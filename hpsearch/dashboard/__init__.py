@@ -1,7 +1,7 @@
 """What hpsearch writes for optuna-dashboard, and the server of ``hpsearch dashboard``.
 
-- ``describe_study``: the study note (``save_note``, markdown, from the spec) and the spec as a
-  study system attribute, rewritten only when the spec changes;
+- ``describe_study``: the study note (``save_note``, markdown, from the spec), rewritten only
+  when the spec changes;
 - ``save_figures``: hpsearch's figures (``hpsearch.visualization``) saved with
   ``save_plotly_graph_object`` under fixed ids, thinned to ``DASHBOARD_MAX_POINTS`` points per
   scatter so that the study's attributes stay small;
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -25,9 +24,10 @@ from typing import Any
 import optuna
 
 from hpsearch.search_spaces import StudySpec
+from hpsearch.storage.internals import cached_trials, set_study_system_attr, study_system_attrs
 
 logger = logging.getLogger("hpsearch")
-SPEC_SYSTEM_ATTR = "hpsearch:spec"
+SPEC_USER_ATTR = "hpsearch_spec"  # written by ``hpsearch.runner.create_study``
 NOTE_DIGEST_SYSTEM_ATTR = "hpsearch:note_digest"
 DASHBOARD_MAX_POINTS = 1000
 # A refresh may take at most this share of wall time: at 10,000 trials reading them and drawing
@@ -37,35 +37,24 @@ REFRESH_S_ENV = "HPSEARCH_FIGURES_S"
 DEFAULT_REFRESH_S = 10.0
 
 
-def _system_attrs(study: optuna.Study) -> dict[str, Any]:
-    return study._storage.get_study_system_attrs(study._study_id)
-
-
-def _set_system_attr(study: optuna.Study, key: str, value: Any) -> None:
-    study._storage.set_study_system_attr(study._study_id, key, value)
-
-
 def stored_spec(study: optuna.Study) -> dict[str, Any] | None:
-    """The spec a study was run from, as stored by ``describe_study`` (None if absent)."""
-    value = _system_attrs(study).get(SPEC_SYSTEM_ATTR)
+    """The spec a study was run from, as ``create_study`` stored it (None if absent)."""
+    value = study.user_attrs.get(SPEC_USER_ATTR)
     return value if isinstance(value, dict) else None
 
 
 def describe_study(study: optuna.Study, spec: StudySpec) -> bool:
-    """Write the study note and store the spec, unless this spec's note is there already;
-    whether it wrote them."""
+    """Write the study note, unless this spec's note is there already; whether it wrote it."""
     from optuna_dashboard import save_note
 
     from hpsearch.dashboard.note import study_note
 
-    dumped = spec.model_dump(mode="json")
     note = study_note(spec, study.study_name)
     digest = hashlib.sha256(note.encode()).hexdigest()[:16]
-    if _system_attrs(study).get(NOTE_DIGEST_SYSTEM_ATTR) == digest:
+    if study_system_attrs(study).get(NOTE_DIGEST_SYSTEM_ATTR) == digest:
         return False
-    _set_system_attr(study, SPEC_SYSTEM_ATTR, json.loads(json.dumps(dumped)))
     save_note(study, note)
-    _set_system_attr(study, NOTE_DIGEST_SYSTEM_ATTR, digest)
+    set_study_system_attr(study, NOTE_DIGEST_SYSTEM_ATTR, digest)
     return True
 
 
@@ -93,13 +82,6 @@ def refresh_interval() -> float:
         return max(0.0, float(text)) if text else DEFAULT_REFRESH_S
     except ValueError:
         return DEFAULT_REFRESH_S
-
-
-def _cached_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial] | None:
-    """The trial list the sampler read for the trial just run (Optuna keeps it per thread), so
-    a refresh inside ``optimize`` reads no trial again; None outside."""
-    cached = getattr(getattr(study, "_thread_local", None), "cached_all_trials", None)
-    return cached if isinstance(cached, list) else None
 
 
 class FigureRefresher:
@@ -145,7 +127,7 @@ class FigureRefresher:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                save_figures(study, self.spec, _cached_trials(study))
+                save_figures(study, self.spec, cached_trials(study))
         except Exception as error:  # a plot must never fail a study
             logger.warning("could not save the study figures for the dashboard: %s", error)
         self.last_duration = time.monotonic() - started

@@ -19,6 +19,7 @@ import numpy as np
 import optuna
 
 from hpsearch.metrics.pareto import as_losses, derived_reference, hypervolume, pareto_mask
+from hpsearch.storage.internals import cached_trials
 
 COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 REFERENCE_ATTR = "hypervolume_reference"  # study user attr: objective values, one per objective
@@ -53,8 +54,8 @@ def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The study's complete trials. Inside ``study.optimize`` this reuses the list the sampler
     read when the running trial was asked for (Optuna keeps it per trial), so no extra query
     is made; trials that complete meanwhile are picked up at the next trial."""
-    cached = getattr(getattr(study, "_thread_local", None), "cached_all_trials", None)
-    if isinstance(cached, list):
+    cached = cached_trials(study)
+    if cached is not None:
         return [trial for trial in cached if trial.state in COMPLETE]
     return study.get_trials(deepcopy=False, states=COMPLETE)
 

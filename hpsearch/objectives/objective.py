@@ -31,6 +31,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.objectives.attrs import set_system_attrs, set_user_attrs
 from hpsearch.objectives.execute import EpochHook, execute_trial, pick_device
 from hpsearch.objectives.factories import make_pareto_asha
+from hpsearch.objectives.failures import FAILURE_CLASS_ATTR
 from hpsearch.objectives.hypervolume import (
     REFERENCE_AFTER_TRIALS,
     StudyHypervolume,
@@ -59,7 +60,12 @@ CONSTRAINTS_SYSTEM_ATTR = "constraints"  # Optuna's list form, read by optuna-da
 
 
 class TrialFailed(HpsearchError):
-    """A trial ended FAIL (its reason is in the message and in user attr ``fail_reason``)."""
+    """A trial ended FAIL (its reason is in the message and in user attr ``fail_reason``; its
+    class, see ``failures.py``, in ``failure_class`` and the user attr of that name)."""
+
+    def __init__(self, reason: str, failure_class: str | None = None) -> None:
+        super().__init__(reason)
+        self.failure_class = failure_class
 
 
 def worker_info(device: torch.device) -> dict[str, str]:
@@ -220,7 +226,7 @@ class SpecObjective:
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(outcome.reason)
         if outcome.state == "FAIL" or outcome.values is None:
-            raise TrialFailed(outcome.reason or "unknown failure")
+            raise TrialFailed(outcome.reason or "unknown failure", outcome.failure_class)
         values = [outcome.values[name] for name in self.spec.objective_names]
         return values[0] if len(values) == 1 else values
 
@@ -312,6 +318,8 @@ def trial_attrs(outcome: TrialOutcome) -> dict[str, Any]:
     if outcome.stop is not None:
         attrs["fail_reason" if outcome.state == "FAIL" else "prune_reason"] = outcome.stop.text()
         attrs[STOP_ATTR] = outcome.stop.to_dict()
+    if outcome.failure_class:
+        attrs[FAILURE_CLASS_ATTR] = outcome.failure_class
     return attrs
 
 

@@ -45,6 +45,13 @@ class TrialOutcome:
             return None
         return self.stop.stopper
 
+    @property
+    def failure_class(self) -> str | None:
+        """Of a FAIL: see ``hpsearch.objectives.failures``; else None."""
+        if self.stop is None or self.stop.by != "failure":
+            return None
+        return self.stop.name
+
     def stop_with(self, reason: StopReason) -> None:
         """End the trial early: PRUNED, or FAIL for a failure."""
         self.stop = reason
@@ -67,6 +74,7 @@ class TrialOutcome:
         data = asdict(self)
         data["stop"] = self.stop.to_dict() if self.stop is not None else None
         data["reason"], data["pruned_by"] = self.reason, self.pruned_by
+        data["failure_class"] = self.failure_class
         data["state_description"] = self.describe_state()
         data["feasible"] = self.feasible
         return json_safe(data)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from hpsearch.storage import mask_url
+from hpsearch.storage import mask_secrets, mask_url
 from hpsearch.tracking.base import DEFAULT_TRACKING_URI, Tracker, TrialRun
 
 logger = logging.getLogger("hpsearch.tracking")
@@ -55,7 +55,7 @@ class MlflowTracker(Tracker):
                 "MLflow tracking at %s is off for this process: %s failed (%s)",
                 mask_url(self.tracking_uri),
                 what,
-                str(error).splitlines()[0] if str(error) else type(error).__name__,
+                _first_line(mask_secrets(str(error), self.tracking_uri)) or type(error).__name__,
             )
             return None
 
@@ -193,6 +193,11 @@ class MlflowTrialRun(TrialRun):
             client.set_terminated(run_id, _RUN_STATUS.get(state, "FINISHED"))
 
         self.tracker._guard("finish run", close)
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def _finite(value: float) -> float:
