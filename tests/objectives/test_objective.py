@@ -50,7 +50,7 @@ def test_a_crashing_trainer_fails_its_trial_and_the_study_goes_on(sqlite_url: st
     assert attrs["fail_reason"] == "RuntimeError: toy crash at epoch 2"
     assert attrs["stop"] == {
         "by": "failure",
-        "name": "RuntimeError",
+        "name": "trainer_error",
         "epoch": 2,
         "message": "RuntimeError: toy crash at epoch 2",
     }
@@ -61,7 +61,8 @@ def test_a_nan_metric_fails_the_trial_with_the_metric_named(sqlite_url: str) -> 
     study = run_toy(sqlite_url, 1, fixed={"nan_at_epoch": 3})
     assert study.trials[0].state == FAIL
     assert study.trials[0].user_attrs["fail_reason"] == "metric loss is nan at epoch 3"
-    assert study.trials[0].user_attrs["stop"]["name"] == "non-finite metric"
+    stop = study.trials[0].user_attrs["stop"]
+    assert (stop["by"], stop["name"], stop["epoch"]) == ("failure", "divergence", 3)
 
 
 def test_bad_params_fail_the_trial_with_the_reason(sqlite_url: str) -> None:
