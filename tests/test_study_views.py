@@ -52,9 +52,10 @@ def test_rules_read_as_words() -> None:
     assert rule_in_words(abort) == "**nan**: if loss > 1e9: stop the trial (PRUNED)"
 
 
-def test_the_note_of_a_packaged_spec_names_objectives_bands_space_and_preset_rules() -> None:
+def test_the_note_of_a_packaged_spec_names_objectives_constraints_space_and_presets() -> None:
     note = study_note(hpsearch.load_spec("vae"))
-    assert "| penalty_reduction_band_distance | penalty_reduction | inside the band 20-40" in note
+    assert "| val_recon | val_recon | minimize |" in note
+    assert "- `penalty_reduction >= 20`" in note
     assert "| free_bits | float | 0.005 - 0.1 | yes | 0.02 |" in note
     assert "preset **free-bits-health**" in note
     assert "hpsearch run vae.yaml --study-name vae" in note
