@@ -415,17 +415,68 @@ def try_command(
 
 @cli.command()
 @storage_option
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; keep 127.0.0.1 and put an authenticating reverse proxy in "
+    "front to share it (README: Browsing a study).",
+)
 @click.option("--port", type=int, default=8080, show_default=True)
 def dashboard(storage: str | None, host: str, port: int) -> None:
-    """Serve optuna-dashboard on the study store (objective names are set by hpsearch)."""
-    from optuna_dashboard import run_server
-
+    """Serve optuna-dashboard on the study store: each study's note, hpsearch's plots, and the
+    feasible Pareto front as its best trials."""
+    from hpsearch.dashboard import serve
     from hpsearch.storage import open_storage
 
     url = storage or default_storage_url()
     click.echo(f"optuna-dashboard for {mask_url(url)} on http://{host}:{port}/")
-    run_server(open_storage(url, heartbeat=False, create=False), host=host, port=port)
+    serve(open_storage(url, heartbeat=False, create=False), host=host, port=port)
+
+
+@cli.command()
+@click.argument("spec")
+@storage_option
+@study_name_option
+@click.option(
+    "-o",
+    "--output",
+    default="report.html",
+    show_default=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="The HTML file to write.",
+)
+@click.option(
+    "--png",
+    "png_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write each plot as a PNG into this folder (needs chromium).",
+)
+def report(
+    spec: str, storage: str | None, study_name: str | None, output: str, png_dir: str | None
+) -> None:
+    """Write one self-contained HTML report of a study: note, Pareto table, plots (no server,
+    no network needed to open it)."""
+    from pathlib import Path
+
+    from hpsearch.query import load_study
+    from hpsearch.report import write_report
+    from hpsearch.search_spaces import load_spec
+
+    loaded = load_spec(spec)
+    url = storage or default_storage_url()
+    study = load_study(study_name or loaded.name, url)
+    files = write_report(
+        study,
+        loaded,
+        Path(output),
+        png_dir=Path(png_dir) if png_dir else None,
+        where=mask_url(url),
+    )
+    click.echo(f"wrote {files.html}")
+    for path in files.pngs:
+        click.echo(f"wrote {path}")
 
 
 @cli.command()

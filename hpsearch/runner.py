@@ -22,6 +22,7 @@ from optuna.distributions import (
 )
 from pydantic import TypeAdapter, ValidationError
 
+from hpsearch.dashboard import FigureRefresher, describe_study
 from hpsearch.errors import ParamError, SpecError
 from hpsearch.objectives import (
     TrialOutcome,
@@ -83,6 +84,7 @@ def create_study(
             study.set_metric_names(spec.objective_names)
     if SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, json.loads(stored_spec))
+    describe_study(study, spec)  # optuna-dashboard's note, rewritten when the spec changes
     return study
 
 
@@ -185,15 +187,19 @@ def run_trials(
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study_name, device=device)
     study = create_study(spec, storage or default_storage_url(), study_name)
+    figures = FigureRefresher(spec)  # the dashboard's plots, every few seconds at most
     worker = Worker(
         study,
-        objective,
+        figures.before_each(objective),
         max_trials=n_trials,
         timeout=timeout,
         report=report or (lambda _line: None),
         reseed=False,  # one process: a seeded spec gives the same trials every time
     )
-    result = worker.run()
+    try:
+        result = worker.run()
+    finally:
+        figures.flush(study)
     if result.signal is None:
         log_pareto_plot(study, tracker)
     return study, result

@@ -144,8 +144,8 @@ class Trainer(ABC):
     def report(self) -> dict[str, Any]:
         """Structured results beyond the final metrics (e.g. a full test-suite report), JSON-safe.
 
-        Stored on the trial (user attr ``trainer_report``) and as the MLflow artifact
-        ``trainer_report.json``; empty by default.
+        Stored as the MLflow artifact ``trainer_report.json`` (not on the Optuna trial: large
+        JSON there slows optuna-dashboard down); empty by default.
         """
         return {}
 
