@@ -1,7 +1,7 @@
 """A best config as a file a program (or ``hpsearch try --config FILE``) can re-run.
 
-    hpsearch best examples/digits.yaml --rank-by val_accuracy --export yaml > best.yaml
-    hpsearch try --config best.yaml          # the same trial again: same spec, params and seed
+hpsearch best examples/digits.yaml --rank-by val_accuracy --export yaml > best.yaml
+hpsearch try --config best.yaml          # the same trial again: same spec, params and seed
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from optuna.storages import BaseStorage
 
 from hpsearch.errors import StudyNotFoundError
 from hpsearch.objectives.outcome import json_safe
-from hpsearch.objectives.summary import RULE_EVENTS_SYSTEM_ATTR
+from hpsearch.objectives.summary import FINAL_METRICS_SYSTEM_ATTR, RULE_EVENTS_SYSTEM_ATTR
 from hpsearch.query_select import feasible, select_trials
 from hpsearch.storage import default_storage_url, mask_url, open_storage
 from hpsearch.storage.internals import count_states, rdb_of
@@ -136,7 +136,10 @@ def _best_config(
         params=dict(trial.params),
         effective_params=dict(trial.user_attrs.get("effective_params", trial.params)),
         values=dict(zip(names, values, strict=True)),
-        metrics=dict(trial.user_attrs.get("final_metrics", {})),
+        metrics=dict(
+            trial.system_attrs.get(FINAL_METRICS_SYSTEM_ATTR)
+            or trial.user_attrs.get("final_metrics", {})
+        ),
         constraints=named_constraints(trial, constraint_names),
         rule_events=list(events) if isinstance(events, list) else [],
         mlflow_run_id=trial.user_attrs.get("mlflow_run_id"),

@@ -43,6 +43,7 @@ from hpsearch.objectives.outcome import TrialOutcome, json_safe
 from hpsearch.objectives.stop import STOP_ATTR, StopReason
 from hpsearch.objectives.suggest import suggest_params
 from hpsearch.objectives.summary import (
+    FINAL_METRICS_SYSTEM_ATTR,
     RULE_EVENTS_SYSTEM_ATTR,
     RUNG_DECISIONS_SYSTEM_ATTR,
     changed_params,
@@ -284,6 +285,8 @@ def record_outcome(
     system: dict[str, Any] = dict(system_extra or {})
     if outcome.events:
         system[RULE_EVENTS_SYSTEM_ATTR] = json_safe(outcome.events)
+    if outcome.final_metrics:
+        system[FINAL_METRICS_SYSTEM_ATTR] = json_safe(outcome.final_metrics)
     if outcome.state == "COMPLETE" and outcome.constraints:
         system[CONSTRAINTS_SYSTEM_ATTR] = [float(v) for v in outcome.constraints.values()]
     set_system_attrs(trial, system)

@@ -52,9 +52,7 @@ def inactive_params(space: Mapping[str, ParamSpec], params: Mapping[str, Any]) -
     return [name for name, entry in space.items() if not condition_holds(entry, params)]
 
 
-def try_params(
-    spec: StudySpec, given: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
+def try_params(spec: StudySpec, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The params of a single try: ``fixed``, then each space entry as given, else at its
     default where its ``when`` holds (or it has a ``default``), as a trial would get them; and
     notes on given values outside the searched space."""

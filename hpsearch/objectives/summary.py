@@ -16,6 +16,7 @@ from typing import Any
 
 RULE_EVENTS_SYSTEM_ATTR = "hpsearch:rule_events"
 RUNG_DECISIONS_SYSTEM_ATTR = "hpsearch:rung_decisions"
+FINAL_METRICS_SYSTEM_ATTR = "hpsearch:final_metrics"  # full precision; the user attr is rounded
 
 
 def short_number(value: Any, digits: int = 4) -> str:

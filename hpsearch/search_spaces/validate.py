@@ -155,8 +155,10 @@ def check_final_metrics(spec: StudySpec, trainer: Trainer, final: Mapping[str, f
 def check_rule_knobs(spec: StudySpec, trainer: Trainer) -> None:
     """TrainerContractError if a rule changes a knob the trainer does not hold in ``knobs``."""
     for index, entry in enumerate(spec.rules):
-        changes = get_preset(entry).knobs_changed() if isinstance(entry, str) else set(
-            entry.changed_knobs()
+        changes = (
+            get_preset(entry).knobs_changed()
+            if isinstance(entry, str)
+            else set(entry.changed_knobs())
         )
         missing = sorted(changes - set(trainer.knobs))
         if missing:
