@@ -7,7 +7,6 @@ import logging
 import math
 import signal
 import tempfile
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from optuna.distributions import (
 )
 from pydantic import TypeAdapter, ValidationError
 
+from hpsearch._util import quiet_experimental
 from hpsearch.dashboard import FigureRefresher, describe_study
 from hpsearch.errors import ParamError, SpecError
 from hpsearch.objectives import (
@@ -79,8 +79,7 @@ def create_study(
         )
     _check_same_space(study, spec)
     if study.metric_names != spec.objective_names:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():
             study.set_metric_names(spec.objective_names)
     if SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, json.loads(stored_spec))
@@ -270,8 +269,7 @@ def log_pareto_plot(study: optuna.Study, tracker: Tracker) -> None:
         from matplotlib import pyplot
         from optuna.visualization.matplotlib import plot_pareto_front
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():
             axes: Any = plot_pareto_front(study, include_dominated_trials=True)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "pareto_front.png"

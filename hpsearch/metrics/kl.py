@@ -17,6 +17,17 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
 
 
+def gaussian_kl_between(
+    mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sigma_p: float | torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mu_q, diag sigma_q^2) || N(mu_p, diag sigma_p^2)) in nats, summed over the last
+    dimension (``gaussian_kl`` is the elementwise case of a standard normal prior, by
+    log-variance)."""
+    variance_ratio = (sigma_q / sigma_p) ** 2
+    per_dim = 0.5 * (variance_ratio + ((mu_q - mu_p) / sigma_p) ** 2 - 1.0 - variance_ratio.log())
+    return per_dim.sum(dim=-1)
+
+
 def kl_per_token(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL per latent token: the MEAN over the last (latent) dim, shape ``mu.shape[:-1]``."""
     return gaussian_kl(mu, logvar).mean(dim=-1)
@@ -59,6 +70,7 @@ __all__ = [
     "box_violation",
     "free_bits_kl",
     "gaussian_kl",
+    "gaussian_kl_between",
     "kl_per_token",
     "penalty_reduction",
     "penalty_reduction_for",

@@ -6,6 +6,7 @@ from typing import Any
 
 import optuna
 
+from hpsearch._util import first_line
 from hpsearch.errors import SpecError
 from hpsearch.pruners.pareto_asha import PRUNER_NAME, ParetoAshaPruner
 from hpsearch.search_spaces import PrunerSpec, SamplerSpec, StudySpec
@@ -39,7 +40,7 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=spec.seed, **options)
     except (TypeError, ValueError, OverflowError) as error:
         raise SpecError(
-            f"sampler.options: {_first_line(error)}; check the options of {spec.name}"
+            f"sampler.options: {first_line(error)}; check the options of {spec.name}"
         ) from None
 
 
@@ -64,7 +65,7 @@ def make_pruner(spec: PrunerSpec | None, study_spec: StudySpec) -> optuna.pruner
         return _OPTUNA_PRUNERS[spec.name](**spec.options())
     except (TypeError, ValueError, OverflowError) as error:
         raise SpecError(
-            f"{study_spec.source}: pruner: {_first_line(error)}; check its options"
+            f"{study_spec.source}: pruner: {first_line(error)}; check its options"
         ) from None
 
 
@@ -76,10 +77,5 @@ def make_pareto_asha(spec: PrunerSpec, study_spec: StudySpec) -> ParetoAshaPrune
         )
     except (TypeError, ValueError, OverflowError) as error:
         raise SpecError(
-            f"{study_spec.source}: pruner ({PRUNER_NAME}): {_first_line(error)}"
+            f"{study_spec.source}: pruner ({PRUNER_NAME}): {first_line(error)}"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:300] if lines else type(error).__name__

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from hpsearch._util import json_safe
 from hpsearch.objectives.stop import StopReason
 
 TrialStateName = Literal["COMPLETE", "PRUNED", "FAIL"]
@@ -78,14 +78,3 @@ class TrialOutcome:
         data["state_description"] = self.describe_state()
         data["feasible"] = self.feasible
         return json_safe(data)
-
-
-def json_safe(value: Any) -> Any:
-    """Recursively replace NaN/inf by strings so the result is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return value

@@ -7,11 +7,12 @@ firing as a ``RuleEvent``.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from hpsearch._util import json_safe
 
 ActionKind = Literal["abort", "backoff", "advise"]
 
@@ -55,7 +56,7 @@ class RuleEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: non-finite floats become strings ('nan', 'inf')."""
-        return {key: _json_safe(value) for key, value in asdict(self).items()}
+        return {key: json_safe(value) for key, value in asdict(self).items()}
 
 
 class Rule(ABC):
@@ -84,11 +85,3 @@ class Rule(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    return value

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from hpsearch._util import first_line
 from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.search_spaces.schema import (
     CategoricalParam,
@@ -124,7 +125,7 @@ def parse_yaml(text: str, where: str = "<spec>") -> Any:
     try:
         return _SpecLoader.load_checked(text, where)
     except yaml.YAMLError as error:
-        raise SpecError(f"{where}: not valid YAML ({_first_line(error)}); fix the syntax") from None
+        raise SpecError(f"{where}: not valid YAML ({first_line(error)}); fix the syntax") from None
     except (RecursionError, MemoryError):
         raise SpecError(
             f"{where}: the YAML is nested too deeply; a spec is nested at most {MAX_DEPTH} levels"
@@ -232,10 +233,6 @@ def _is_union_tag(part: object) -> bool:
     return part in {"float", "int", "categorical", "str", "RuleConfig", "BackoffConfig"} or (
         isinstance(part, str) and part.startswith(("function-", "literal["))
     )
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 __all__ = [

@@ -20,15 +20,14 @@ import os
 import random
 import sqlite3
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from hpsearch._util import quiet_experimental
 from hpsearch.errors import StorageError
 from hpsearch.storage.internals import check_optuna_version
 from hpsearch.urls import DEFAULT_STORAGE, default_storage_url, mask_secrets, mask_url
@@ -54,8 +53,7 @@ def open_storage(
     check_optuna_version()
     try:
         scheme = urlsplit(url).scheme
-        with warnings.catch_warnings():  # heartbeat options are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():  # heartbeat options are "experimental" since Optuna 2.8
             return _open(url, scheme, heartbeat, create)
     except StorageError:
         raise

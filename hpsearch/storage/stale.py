@@ -20,13 +20,13 @@ must agree to well within the grace period (minutes by default), as NTP keeps th
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch._util import quiet_experimental
 from hpsearch.objectives.failures import FAILURE_CLASS_ATTR
 from hpsearch.storage.internals import (
     backend_of,
@@ -51,8 +51,7 @@ def fail_stale_trials(study: optuna.Study, retry: Retry) -> list[int]:
         return []
     ids = stale_trial_ids(storage, study_id_of(study))
     if ids is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():
             optuna.storages.fail_stale_trials(study)
         return []
     return _fail_and_retry(study, ids, STALE_REASON, retry)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from hpsearch._util import first_line
 from hpsearch.errors import TrainerError
 from hpsearch.trainers.base import FunctionTrainer, Trainer, function_trainer
 
@@ -31,11 +32,6 @@ _BUILTIN: dict[str, str] = {
 
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:300] if lines else ""
 
 
 def register_trainer(name: str, target: str) -> None:
@@ -93,14 +89,14 @@ def _import(name: str, module_name: str, base_dir: Path | None) -> ModuleType:
         return importlib.import_module(module_name)
     except ImportError as error:
         raise TrainerError(
-            f"trainer {name!r}: cannot import module {module_name!r} ({_first_line(error)}); "
+            f"trainer {name!r}: cannot import module {module_name!r} ({first_line(error)}); "
             "run from the folder that holds it, add that folder to PYTHONPATH, or name the "
             "file: path/file.py:Class"
         ) from None
     except (Exception, SystemExit) as error:  # the module itself fails on import
         raise TrainerError(
             f"trainer {name!r}: importing module {module_name!r} failed with "
-            f"{type(error).__name__}: {_first_line(error)}; fix that module"
+            f"{type(error).__name__}: {first_line(error)}; fix that module"
         ) from None
 
 
@@ -120,7 +116,7 @@ def _import_file(name: str, path: Path) -> ModuleType:
         del sys.modules[module_name]
         raise TrainerError(
             f"trainer {name!r}: importing {str(path)!r} failed with "
-            f"{type(error).__name__}: {_first_line(error)}; fix that file"
+            f"{type(error).__name__}: {first_line(error)}; fix that file"
         ) from None
     return module
 

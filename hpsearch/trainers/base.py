@@ -231,3 +231,15 @@ def require_choice(
         raise ParamError(
             f"{trainer}: param {key}={params[key]!r} is not valid; use one of {', '.join(choices)}"
         )
+
+
+def require_int(
+    params: Mapping[str, Any], key: str, low: int, high: int | None = None, *, trainer: str
+) -> None:
+    """ParamError naming the value unless ``params[key]`` is an integer in ``[low, high]``
+    (``>= low`` without ``high``): for a trainer's ``validate_params``."""
+    value = params[key]
+    in_range = value >= low and (high is None or value <= high) if isinstance(value, int) else False
+    if isinstance(value, bool) or not in_range:
+        wanted = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ParamError(f"{trainer}: param {key}={value!r} is not valid; use an integer {wanted}")

@@ -60,7 +60,7 @@ from torch.nn import functional
 
 from hpsearch.errors import ParamError
 from hpsearch.metrics import convergence_rate, effective_rank_ratio, per_token_mse
-from hpsearch.trainers.base import Trainer, require_choice, require_range
+from hpsearch.trainers.base import Trainer, require_choice, require_int, require_range
 
 SCHEDULES = ("constant", "staged", "adaptive")
 DIVERSITY_FORMS = ("nuclear", "centroid", "pairwise")
@@ -137,13 +137,6 @@ def stage_of(epoch: int, total_epochs: int) -> int:
     """The stage (0, 1, 2) of ``epoch`` (from 1): three stages of ``total_epochs // 3`` epochs,
     the last one taking the remainder (1-3 / 4-6 / 7-10 of 10, as in the seed)."""
     return min((epoch - 1) // max(total_epochs // 3, 1), 2)
-
-
-def require_int(params: Mapping[str, Any], key: str, low: int, *, trainer: str) -> None:
-    """ParamError unless ``params[key]`` is an integer ``>= low``."""
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ParamError(f"{trainer}: param {key}={value!r} is not valid; use an integer >= {low}")
 
 
 class CvfpTrainer(Trainer):

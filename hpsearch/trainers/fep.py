@@ -98,7 +98,8 @@ from torch.nn import functional
 
 from hpsearch.errors import ParamError
 from hpsearch.metrics.fep import gradient_ratio, prior_complexity, prior_separation
-from hpsearch.trainers.base import Trainer, require_choice, require_range
+from hpsearch.metrics.kl import gaussian_kl_between
+from hpsearch.trainers.base import Trainer, require_choice, require_int, require_range
 
 OBS_NORMALIZATIONS = ("mean", "sum_div_BN")
 _MIN_SIGMA = 1e-3
@@ -118,15 +119,6 @@ def make_sequences(
     return tokens[:, :-1], tokens[:, 1:]
 
 
-def gaussian_kl(
-    mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sigma_p: float | torch.Tensor
-) -> torch.Tensor:
-    """KL(N(mu_q, diag sigma_q^2) || N(mu_p, diag sigma_p^2)), summed over the last dimension."""
-    variance_ratio = (sigma_q / sigma_p) ** 2
-    per_dim = 0.5 * (variance_ratio + ((mu_q - mu_p) / sigma_p) ** 2 - 1.0 - variance_ratio.log())
-    return per_dim.sum(dim=-1)
-
-
 def decode(
     mu: torch.Tensor,
     sigma: torch.Tensor,
@@ -135,7 +127,7 @@ def decode(
     temperature: float,
 ) -> torch.Tensor:
     """Logits ``[..., vocab]``: ``-KL(q || pi_v) / temperature`` for every token prior."""
-    kl = gaussian_kl(mu.unsqueeze(-2), sigma.unsqueeze(-2), prior_mu, prior_sigma)
+    kl = gaussian_kl_between(mu.unsqueeze(-2), sigma.unsqueeze(-2), prior_mu, prior_sigma)
     return -kl / temperature
 
 
@@ -211,9 +203,11 @@ def free_energy_terms(
 ) -> FreeEnergyTerms:
     """F's prior, alignment and observation terms (the last 0 when ``targets`` is None)."""
     mu, sigma, sigma_p = beliefs.mu, beliefs.sigma, settings.prior_sigma
-    prior_kl = settings.alpha * gaussian_kl(mu, sigma, priors.transition[inputs], sigma_p).sum()
+    prior_kl = (
+        settings.alpha * gaussian_kl_between(mu, sigma, priors.transition[inputs], sigma_p).sum()
+    )
     if settings.alpha_pos > 0:
-        position_kl = gaussian_kl(mu, sigma, priors.position[: mu.shape[1]], sigma_p).sum()
+        position_kl = gaussian_kl_between(mu, sigma, priors.position[: mu.shape[1]], sigma_p).sum()
         prior_kl = prior_kl + settings.alpha_pos * position_kl
     align = _alignment(mu, sigma, settings) if settings.lambda_align > 0 else mu.new_zeros(())
     observation = mu.new_zeros(())
@@ -274,7 +268,7 @@ def _alignment_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``beta`` ``[batch, seq, seq]`` (row i over the earlier j) and KL(q_i || q_j)."""
     seq_len = mu.shape[1]
-    pairwise = gaussian_kl(
+    pairwise = gaussian_kl_between(
         mu.unsqueeze(2), sigma.unsqueeze(2), mu.detach().unsqueeze(1), sigma.detach().unsqueeze(1)
     )
     earlier = torch.ones(seq_len, seq_len, dtype=torch.bool, device=mu.device).tril(-1)
@@ -528,10 +522,10 @@ class FepTrainer(Trainer):
     @classmethod
     def validate_params(cls, params: Mapping[str, Any]) -> None:
         for key, low in (("batch_size", 1), ("seq_len", 1), ("vocab_size", 2), ("embed_dim", 1)):
-            _require_int(params, key, low, 1_000_000)
-        _require_int(params, "n_vfe_steps", 1, 100_000)
-        _require_int(params, "sync_steps", 0, 100_000)
-        _require_int(params, "data_seed", 0, 2**63 - 1)
+            require_int(params, key, low, 1_000_000, trainer="fep")
+        require_int(params, "n_vfe_steps", 1, 100_000, trainer="fep")
+        require_int(params, "sync_steps", 0, 100_000, trainer="fep")
+        require_int(params, "data_seed", 0, 2**63 - 1, trainer="fep")
         if params["batch_size"] > params["vocab_size"]:
             raise ParamError(
                 f"fep: param batch_size={params['batch_size']!r} is larger than vocab_size="
@@ -694,14 +688,6 @@ def _banks(priors: Priors) -> list[torch.Tensor]:
     return [priors.token, priors.transition, priors.position]
 
 
-def _require_int(params: Mapping[str, Any], key: str, low: int, high: int) -> None:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ParamError(
-            f"fep: param {key}={value!r} is not valid; use an integer in [{low}, {high}]"
-        )
-
-
 __all__ = [
     "OBS_NORMALIZATIONS",
     "Beliefs",
@@ -712,7 +698,7 @@ __all__ = [
     "decode",
     "free_energy_gradients",
     "free_energy_terms",
-    "gaussian_kl",
+    "gaussian_kl_between",
     "learn_from_prediction_error",
     "make_sequences",
     "observation_weight",

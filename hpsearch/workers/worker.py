@@ -26,6 +26,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch._util import quiet_experimental
 from hpsearch.dashboard import FigureRefresher
 from hpsearch.errors import HpsearchError
 from hpsearch.objectives import TrialFailed, build_objective
@@ -386,13 +387,11 @@ def retry_callback(study: optuna.Study) -> Callable[[optuna.Study, FrozenTrial],
     storage: Any = storage_of(study)
     getter = getattr(storage, "get_heartbeat_stale_trial_callback", None)
     callback = getter() if getter else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_experimental():
         retry = callback or RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
     def call(study: optuna.Study, trial: FrozenTrial) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():
             retry(study, trial)
 
     return call

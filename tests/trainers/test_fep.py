@@ -24,7 +24,7 @@ from hpsearch.trainers.fep import (
     decode,
     free_energy_gradients,
     free_energy_terms,
-    gaussian_kl,
+    gaussian_kl_between,
     learn_from_prediction_error,
     make_sequences,
     observation_weight,
@@ -262,8 +262,8 @@ def test_closed_form_gradients_match_autograd() -> None:
 
 def test_gaussian_kl_is_zero_for_equal_gaussians_and_matches_the_closed_form() -> None:
     mu = torch.tensor([[0.5, -1.0]])
-    assert gaussian_kl(mu, torch.ones(1, 2), mu, 1.0).item() == pytest.approx(0.0, abs=1e-7)
-    kl = gaussian_kl(torch.zeros(1, 1), torch.full((1, 1), 0.5), torch.ones(1, 1), 2.0)
+    assert gaussian_kl_between(mu, torch.ones(1, 2), mu, 1.0).item() == pytest.approx(0.0, abs=1e-7)
+    kl = gaussian_kl_between(torch.zeros(1, 1), torch.full((1, 1), 0.5), torch.ones(1, 1), 2.0)
     expected = math.log(2.0 / 0.5) + (0.25 + 1.0) / (2 * 4.0) - 0.5
     assert kl.item() == pytest.approx(expected, rel=1e-6)
 

@@ -1,0 +1,41 @@
+"""Small helpers shared across hpsearch (one home each)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively replace NaN/inf by strings (and tuples by lists) so the result is strict
+    JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first line of an error's message (at most ``limit`` characters), else the error's
+    type name: what a one-line message quotes of an exception."""
+    lines = str(error).strip().splitlines()
+    if lines:
+        return lines[0][:limit]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+@contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Optuna's ExperimentalWarning silenced inside the block (heartbeats, constraints and the
+    other features hpsearch uses on purpose)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
