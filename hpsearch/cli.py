@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -128,6 +129,17 @@ def run(
     counts = _state_counts(study)
     click.echo(f"study {study.study_name!r} in {mask_url(url)}: {counts}")
     click.echo(best_table(best_configs(study.study_name, url)))
+    click.echo(_where_to_look(url, track=not no_mlflow))
+
+
+def _where_to_look(url: str, track: bool) -> str:
+    """The commands that show the study in a browser (both serve on 127.0.0.1)."""
+    from hpsearch.tracking import mlflow_hint
+
+    lines = [f"  optuna-dashboard: hpsearch dashboard --storage {mask_url(url)}"]
+    if track:
+        lines.append(f"  {mlflow_hint()}")
+    return "Look at it in a browser:\n" + "\n".join(lines)
 
 
 def _state_counts(study: Any) -> str:
@@ -370,7 +382,12 @@ def launch(
     )
     budget = f"{n_trials} trials" if n_trials else "no trial budget"
     launcher.log(f"study {name!r} in {mask_url(url)}: {len(slots)} worker(s), {budget}")
-    code = launcher.run()
+    from hpsearch.runner import make_tracker
+
+    with make_tracker(not no_mlflow).tracking(study, load_spec(spec)) as session:
+        code = launcher.run()  # then the study's final summary goes to its MLflow run
+        if code > 128:
+            session.interrupted = f"launch stopped by {signal.Signals(code - 128).name}"
     launcher.log(f"study {name!r}: {_state_counts(study)}")
     ctx.exit(code)
 

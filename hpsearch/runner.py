@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-import tempfile
+import signal
+import threading
 import warnings
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import optuna
 
@@ -24,7 +26,7 @@ from hpsearch.objectives import (
 from hpsearch.search_spaces import StudySpec, load_spec
 from hpsearch.search_spaces.validate import check_against_trainer
 from hpsearch.storage import default_storage_url, open_storage
-from hpsearch.tracking import MlflowTracker, NullTracker, Tracker
+from hpsearch.tracking import MlflowTracker, NullTracker, Terminated, Tracker
 
 logger = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch_spec"
@@ -84,20 +86,39 @@ def run(
 
     ``storage`` defaults to ``HPSEARCH_STORAGE``, then ``sqlite:///hpsearch.db``; MLflow to
     ``MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db``. A trial that fails or is pruned does
-    not stop the study."""
+    not stop the study. Ctrl-C or SIGTERM ends the MLflow runs (KILLED, with the signal) and
+    raises KeyboardInterrupt (``Terminated`` for SIGTERM)."""
     spec = load_spec(spec)
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study_name, device=device)
     study = create_study(spec, storage or default_storage_url(), study_name)
-    study.optimize(
-        objective,
-        n_trials=n_trials,
-        timeout=timeout,
-        catch=(TrialFailed,),
-        show_progress_bar=show_progress_bar,
-    )
-    log_pareto_plot(study, tracker)
+    with tracker.tracking(study, spec), _sigterm_raises():
+        study.optimize(
+            objective,
+            n_trials=n_trials,
+            timeout=timeout,
+            catch=(TrialFailed,),
+            show_progress_bar=show_progress_bar,
+        )
     return study
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread, so it ends the
+    running trial and the tracking runs the way Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def try_config(
@@ -120,29 +141,3 @@ def try_config(
         run=NullTracker().start_trial(spec.name, None, params, {}),
         device=pick_device(device),
     )
-
-
-def log_pareto_plot(study: optuna.Study, tracker: Tracker) -> None:
-    """Attach the Pareto-front plot (2 or 3 objectives) to the study's MLflow experiment."""
-    if isinstance(tracker, NullTracker) or len(study.directions) not in (2, 3):
-        return
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-        from optuna.visualization.matplotlib import plot_pareto_front
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            axes: Any = plot_pareto_front(study, include_dominated_trials=True)
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "pareto_front.png"
-            axes.figure.savefig(path, dpi=100, bbox_inches="tight")
-            pyplot.close(axes.figure)
-            tracker.log_study_artifact(study.study_name, "pareto_front", str(path))
-    except Exception as error:  # a plot must never fail a study
-        logger.warning("could not plot the Pareto front: %s", error)

@@ -385,4 +385,8 @@ def run_worker(
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study.study_name, device=device)
     worker = Worker(study, objective, budget=n_trials, timeout=timeout, report=report)
-    return worker.run()
+    with tracker.tracking(study, spec) as session:
+        result = worker.run()
+        if result.signal is not None:
+            session.interrupted = f"worker stopped by {signal.Signals(result.signal).name}"
+    return result

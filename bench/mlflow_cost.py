@@ -1,0 +1,123 @@
+"""MLflow's cost per trial: `hpsearch run` with MLflow tracking against tracking off (issue 14).
+
+Both sides run the same spec (TPE, two objectives, a trainer that does no work, 5 epochs) on a
+fresh SQLite study store; the tracked side logs to a fresh SQLite MLflow store (MLflow 3's
+default). Sides run in interleaved rounds; figures are medians of per-trial wall time, from
+opening the study store to the end of ``hpsearch.run`` (which waits until every MLflow write is
+done). A second pair of sides gives each epoch 20 ms of (sleeping) work, to show what tracking
+adds to a real epoch.
+
+    python bench/mlflow_cost.py --trials 40 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import optuna
+import torch
+
+import hpsearch
+from hpsearch.search_spaces import spec_from_dict
+from hpsearch.trainers import Trainer
+
+EPOCHS = 5
+EPOCH_WORK_S = 0.02
+
+
+class NoopTrainer(Trainer):
+    """Constant metrics every epoch; ``work_s`` seconds of sleep per epoch."""
+
+    name = "noop"
+    param_defaults: ClassVar[Mapping[str, Any]] = {"a": 0.5, "b": 0.5, "c": "x", "work_s": 0.0}
+    knob_names = ("a",)
+    metric_names = ("m1", "m2")
+
+    def _run_epoch(self, epoch: int, total_epochs: int) -> dict[str, float]:
+        if self.params["work_s"]:
+            time.sleep(float(self.params["work_s"]))
+        return {"m1": self.params["a"], "m2": self.params["b"]}
+
+    def final_metrics(self) -> dict[str, float]:
+        return {"m1": self.params["a"], "m2": self.params["b"]}
+
+
+def spec(work_s: float) -> Any:
+    return spec_from_dict(
+        {
+            "name": "mlflow-cost",
+            "trainer": f"{__name__}:NoopTrainer",
+            "epochs": EPOCHS,
+            "fixed": {"work_s": work_s},
+            "space": {
+                "a": {"type": "float", "low": 0.0, "high": 1.0},
+                "b": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
+                "c": {"type": "categorical", "choices": ["x", "y", "z"]},
+            },
+            "objectives": [
+                {"metric": "m1", "direction": "maximize"},
+                {"metric": "m2", "direction": "minimize"},
+            ],
+            "rules": [{"name": "never", "when": "m1 > 2", "then": "abort"}],
+            "sampler": {"name": "tpe", "seed": 0},
+        }
+    )
+
+
+def time_run(url: str, trials: int, work_s: float, mlflow_uri: str | None) -> float:
+    """Per-trial seconds; a new MLflow store's tables are created before the clock starts."""
+    study_spec = spec(work_s)
+    if mlflow_uri is not None:
+        import mlflow
+
+        mlflow.MlflowClient(mlflow_uri).search_experiments()
+    start = time.perf_counter()
+    hpsearch.run(
+        study_spec, trials, storage=url, track=mlflow_uri is not None, tracking_uri=mlflow_uri
+    )
+    return (time.perf_counter() - start) / trials
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sides: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for number in range(args.rounds):
+            for work_s in (0.0, EPOCH_WORK_S):
+                kind = "no-op" if work_s == 0.0 else f"{EPOCH_WORK_S * 1000:.0f} ms epochs"
+                for tracked in (False, True):
+                    tag = f"{kind}-{tracked}-{number}"
+                    mlflow_uri = f"sqlite:///{root / f'mlflow-{tag}.db'}" if tracked else None
+                    seconds = time_run(
+                        f"sqlite:///{root / f'study-{tag}.db'}", args.trials, work_s, mlflow_uri
+                    )
+                    sides.setdefault(f"{kind}, {'MLflow' if tracked else 'no MLflow'}", []).append(
+                        seconds
+                    )
+    medians = {name: statistics.median(values) for name, values in sides.items()}
+    print(f"{args.trials} trials x {args.rounds} rounds per side, {EPOCHS} epochs, SQLite, medians")
+    print(f"{'side':<28}{'ms/trial':>10}{'vs off':>9}{'added ms':>10}")
+    for kind in ("no-op", f"{EPOCH_WORK_S * 1000:.0f} ms epochs"):
+        off = medians[f"{kind}, no MLflow"]
+        for name in (f"{kind}, no MLflow", f"{kind}, MLflow"):
+            seconds = medians[name]
+            print(
+                f"{name:<28}{seconds * 1000:10.1f}{seconds / off:8.2f}x"
+                f"{(seconds - off) * 1000:10.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
