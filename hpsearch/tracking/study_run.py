@@ -8,7 +8,8 @@ Pareto front and the study's plots; the children carry the per-epoch curves.
 Finding the parent is race-free across many workers: the process that creates the experiment
 (experiment names are unique, so exactly one does) creates the parent run and records its id
 in the experiment tag ``hpsearch.parent_run_id``; the others read that tag, waiting a little for
-it. An experiment that has no such tag (an older one, or its creator died in between) falls
+it when the experiment is new. An experiment that has no such tag (made by an older hpsearch or
+by hand, or its creator died in between) falls
 back to the run tagged ``hpsearch.role = study``, created if absent; should two processes create
 one at the same moment, both adopt the older and the other is deleted.
 """
@@ -28,6 +29,7 @@ logger = logging.getLogger("hpsearch.tracking")
 
 ROLE_TAG = "hpsearch.role"  # "study" on the parent run, "trial" on the child runs
 PARENT_ID_TAG = "hpsearch.parent_run_id"  # experiment tag: the parent run's id
+STUDY_TAG = "hpsearch.study"  # experiment tag set when hpsearch creates it (its parent follows)
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's nesting tag
 NOTE_TAG = "mlflow.note.content"  # the description MLflow shows on experiments and runs
 # MLflow 3 opens an experiment on its GenAI page (traces) unless told it is model training.
@@ -104,7 +106,7 @@ def ensure_experiment(client: Any, study_name: str, description: str) -> tuple[s
     if experiment is not None:
         _tag_experiment(client, experiment, description)
         return str(experiment.experiment_id), False
-    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: description}
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: description, STUDY_TAG: study_name}
     try:
         return str(client.create_experiment(study_name, tags=tags)), True
     except Exception:  # another process created it first
@@ -157,18 +159,21 @@ def _create_parent(client: Any, experiment_id: str, study_name: str) -> str:
 
 
 def _tagged_parent(client: Any, experiment_id: str, wait_s: float) -> str | None:
-    """The run id in the experiment's tag, waiting up to ``wait_s`` for a young experiment's
-    creator to write it; None if it is not there (or names a deleted run)."""
+    """The run id in the experiment's tag; None if it is not there (or names a deleted run).
+    An experiment hpsearch created recently whose tag is missing is waited for (up to
+    ``wait_s``): its creator is about to write it."""
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
         experiment = client.get_experiment(experiment_id)
-        run_id = (experiment.tags or {}).get(PARENT_ID_TAG)
+        tags = experiment.tags or {}
+        run_id = tags.get(PARENT_ID_TAG)
         if run_id:
             run = client.get_run(run_id)
             return str(run_id) if run.info.lifecycle_stage == "active" else None
-        young = time.time() * 1000 - (experiment.creation_time or 0) < FRESH_EXPERIMENT_S * 1000
-        if not young or time.monotonic() >= deadline:
+        age_ms = time.time() * 1000 - (experiment.creation_time or 0)
+        pending = STUDY_TAG in tags and age_ms < FRESH_EXPERIMENT_S * 1000
+        if not pending or time.monotonic() >= deadline:
             return None
         time.sleep(delay)
         delay = min(2 * delay, 1.0)
