@@ -129,16 +129,16 @@ def run(
     counts = _state_counts(study)
     click.echo(f"study {study.study_name!r} in {mask_url(url)}: {counts}")
     click.echo(best_table(best_configs(study.study_name, url)))
-    click.echo(_where_to_look(url, track=not no_mlflow))
+    click.echo(_where_to_look(url, study.study_name if not no_mlflow else None))
 
 
-def _where_to_look(url: str, track: bool) -> str:
+def _where_to_look(url: str, tracked_study: str | None) -> str:
     """The commands that show the study in a browser (both serve on 127.0.0.1)."""
     from hpsearch.tracking import mlflow_hint
 
     lines = [f"  optuna-dashboard: hpsearch dashboard --storage {mask_url(url)}"]
-    if track:
-        lines.append(f"  {mlflow_hint()}")
+    if tracked_study is not None:
+        lines.append(f"  {mlflow_hint(study_name=tracked_study)}")
     return "Look at it in a browser:\n" + "\n".join(lines)
 
 

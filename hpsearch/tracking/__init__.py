@@ -11,7 +11,12 @@ from hpsearch.tracking.base import (
     TrialRun,
     describe_interruption,
 )
-from hpsearch.tracking.mlflow_tracker import MlflowTracker, mlflow_hint, tracking_uri_from_env
+from hpsearch.tracking.mlflow_tracker import (
+    MlflowTracker,
+    experiment_url,
+    mlflow_hint,
+    tracking_uri_from_env,
+)
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
@@ -22,6 +27,7 @@ __all__ = [
     "Tracker",
     "TrialRun",
     "describe_interruption",
+    "experiment_url",
     "mlflow_hint",
     "tracking_uri_from_env",
 ]

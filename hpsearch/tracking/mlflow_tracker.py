@@ -53,13 +53,36 @@ def tracking_uri_from_env() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def mlflow_hint(tracking_uri: str | None = None) -> str:
-    """Where a person looks at the runs: the server's page, or the ``mlflow ui`` command that
-    serves a database or folder store (on 127.0.0.1)."""
-    uri = mask_url(tracking_uri or tracking_uri_from_env())
+def experiment_url(server: str, experiment_id: str) -> str:
+    """The page of an experiment's runs. MLflow 3.17's UI opens experiments on its GenAI view
+    unless the URL (or the toggle at the top left, remembered by the browser) says otherwise;
+    the experiment tag ``mlflow.experimentKind`` alone does not switch it."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def mlflow_hint(tracking_uri: str | None = None, study_name: str | None = None) -> str:
+    """Where a person looks at the runs: the server's page of the study's runs, or the
+    ``mlflow ui`` command that serves a database or folder store (on 127.0.0.1) and the page."""
+    uri = tracking_uri or tracking_uri_from_env()
+    experiment_id = _experiment_id_or_none(uri, study_name)
     if uri.startswith(("http://", "https://")):
-        return f"MLflow: {uri}"
-    return f"MLflow: mlflow ui --backend-store-uri {uri}  (serves http://127.0.0.1:5000)"
+        server = mask_url(uri)
+        return f"MLflow: {experiment_url(server, experiment_id) if experiment_id else server}"
+    local = "http://127.0.0.1:5000"
+    page = experiment_url(local, experiment_id) if experiment_id else local
+    return f"MLflow: mlflow ui --backend-store-uri {mask_url(uri)}, then open {page}"
+
+
+def _experiment_id_or_none(tracking_uri: str, study_name: str | None) -> str | None:
+    if study_name is None:
+        return None
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiment = MlflowClient(tracking_uri).get_experiment_by_name(study_name)
+    except Exception:  # a hint is never worth an error
+        return None
+    return str(experiment.experiment_id) if experiment is not None else None
 
 
 @dataclass
@@ -90,7 +113,8 @@ class MlflowTracker(Tracker):
         self._records: dict[str, StudyRecord] = {}
         self._record_lock = threading.Lock()
         self._open_runs: dict[str, MlflowTrialRun] = {}
-        self._writer = BackgroundWriter()
+        self._writer = BackgroundWriter()  # the trials' writes, in order
+        self._summary_writer = BackgroundWriter("hpsearch-mlflow-summary")  # never delays them
         self._summary = _SummaryRefresher(self)
         atexit.register(self._drain_at_exit)
 
@@ -118,18 +142,22 @@ class MlflowTracker(Tracker):
 
     def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
         """Wait until every queued write is done."""
-        done = self._writer.drain(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        done = all(
+            writer.drain(max(0.0, deadline - time.monotonic()))
+            for writer in (self._writer, self._summary_writer)
+        )
         if not done:
             logger.warning(
                 "MLflow at %s: %d write(s) still pending after %.0f s; giving up on them",
                 mask_url(self.tracking_uri),
-                self._writer.pending,
+                self._writer.pending + self._summary_writer.pending,
                 timeout_s,
             )
         return done
 
     def _drain_at_exit(self) -> None:
-        if self._writer.pending:
+        if self._writer.pending or self._summary_writer.pending:
             self.drain()
 
     @property
@@ -193,8 +221,13 @@ class MlflowTracker(Tracker):
             run.interrupt(reason)
         record = self._records.get(study.study_name)
         if record is not None and not self.disabled:
+            self._writer.drain(DRAIN_TIMEOUT_S)  # the trials' runs are closed first
             self._summary.refresh_now()
-            self.submit("end the study's run", lambda: self._end_parent(study, record, interrupted))
+            self._summary_writer.submit(
+                lambda: self._guard(
+                    "end the study's run", lambda: self._end_parent(study, record, interrupted)
+                )
+            )
         self.drain()
 
     def _end_parent(self, study: Any, record: StudyRecord, interrupted: str | None) -> None:
@@ -211,7 +244,8 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(record.parent_run_id, status)
 
     def where(self) -> str | None:
-        return mlflow_hint(self.tracking_uri)
+        names = list(self._records)
+        return mlflow_hint(self.tracking_uri, names[0] if names else None)
 
     # -- the trials -----------------------------------------------------------------------------
 
@@ -342,8 +376,10 @@ class MlflowTrialRun(TrialRun):
             self.tracker.submit(
                 "log artifacts", lambda: self._upload(run_id, artifact_uri, contents)
             )
-        status = RUN_STATUS.get(state, "FINISHED")
-        self.tracker.submit("end run", lambda: self.tracker.client.set_terminated(run_id, status))
+        status, ended = RUN_STATUS.get(state, "FINISHED"), int(time.time() * 1000)
+        self.tracker.submit(
+            "end run", lambda: self.tracker.client.set_terminated(run_id, status, ended)
+        )
         self.tracker._run_ended(run_id)
 
     def interrupt(self, reason: str) -> None:
@@ -363,9 +399,10 @@ class MlflowTrialRun(TrialRun):
                 }
             )
         )
-        run_id = self.run_id
+        run_id, ended = self.run_id, int(time.time() * 1000)
         self.tracker.submit(
-            "end run", lambda: self.tracker.client.set_terminated(run_id, INTERRUPTED_STATUS)
+            "end run",
+            lambda: self.tracker.client.set_terminated(run_id, INTERRUPTED_STATUS, ended),
         )
         self.tracker._open_runs.pop(run_id, None)
 
@@ -414,7 +451,7 @@ class _SummaryRefresher:
             return
         self._queued = True
         if not self.tracker.disabled:
-            self.tracker._writer.submit(self._refresh)
+            self.tracker._summary_writer.submit(self._refresh)
 
     def _refresh(self) -> None:
         """One refresh; an error in it is a warning (once), never the end of tracking."""

@@ -52,7 +52,8 @@ def experiment_description(study_name: str, spec: Any) -> str:
         "Pareto front and trial counts; its child runs `trial-N` are the trials, with per-epoch "
         "metrics. Tags on each trial: `state` (COMPLETE / PRUNED / FAIL; a pruned trial's run "
         "is FINISHED, a failed one FAILED, an interrupted one KILLED), `feasible` and "
-        "`stop_reason`."
+        "`stop_reason`.\n\nMLflow 3 may open this experiment on its GenAI view (traces): switch "
+        "the toggle at the top left to **Model training** to see the runs."
     )
 
 
