@@ -30,6 +30,7 @@ import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from hpsearch.errors import StorageError
+from hpsearch.storage.internals import check_optuna_version
 
 logger = logging.getLogger("hpsearch.storage")
 
@@ -63,6 +64,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> BaseStora
     opened, with the URL masked."""
     url = url or default_storage_url()
     scheme = urlsplit(url).scheme
+    check_optuna_version()
     try:
         with warnings.catch_warnings():  # heartbeat options are "experimental" since Optuna 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -31,6 +31,8 @@ from hpsearch.objectives import TrialFailed, build_objective
 from hpsearch.runner import create_study, make_tracker
 from hpsearch.search_spaces import StudySpec, load_spec
 from hpsearch.storage import MAX_RETRY, default_storage_url, is_transient_error
+from hpsearch.storage.internals import storage_of, trial_id_of
+from hpsearch.storage.orphans import ORPHAN_REASON, fail_orphaned_trials
 from hpsearch.workers.budget import BudgetCounter, count_trials, release_trial
 
 logger = logging.getLogger("hpsearch.workers")
@@ -242,11 +244,15 @@ class Worker:
         self._storage_call(retry_callback(self.study), self.study, trial)
 
     def _fail_stale_trials(self) -> None:
-        """Fail the RUNNING trials whose heartbeat stopped (dead workers) and enqueue their
-        retries; a no-op on stores without heartbeats."""
+        """Fail the RUNNING trials whose heartbeat stopped (dead workers), or that never
+        recorded one within the grace period, and enqueue their retries; a no-op on stores
+        without heartbeats."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._storage_call(optuna.storages.fail_stale_trials, self.study)
+        orphans = self._storage_call(fail_orphaned_trials, self.study)
+        if orphans:
+            self.report(f"failed and re-queued trial(s) {orphans}: {ORPHAN_REASON}")
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -290,11 +296,11 @@ class _Heartbeat:
     heartbeats; a store error is logged, never raised (the worker's next call will tell)."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        storage: Any = study._storage
+        storage: Any = storage_of(study)
         getter = getattr(storage, "get_heartbeat_interval", None)
         self.interval: int | None = getter() if getter else None
         self.storage = storage
-        self.trial_id = trial._trial_id
+        self.trial_id = trial_id_of(trial)
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -328,7 +334,7 @@ def retry_callback(study: optuna.Study) -> Callable[[optuna.Study, FrozenTrial],
     """Re-queues a failed trial with the same params (WAITING, popped by the next ask): the
     store's stale-trial callback, so that every retry counts towards its ``max_retry``, else
     Optuna's ``RetryHeartbeatStaleTrialCallback`` with hpsearch's limit."""
-    storage: Any = study._storage
+    storage: Any = storage_of(study)
     getter = getattr(storage, "get_heartbeat_stale_trial_callback", None)
     callback = getter() if getter else None
     with warnings.catch_warnings():
