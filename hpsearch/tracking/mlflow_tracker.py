@@ -457,8 +457,9 @@ class _SummaryRefresher:
         """One refresh; an error in it is a warning (once), never the end of tracking."""
         started = time.monotonic()
         try:
-            self._write_summary()
-            self._write_plots()
+            trials = self.study.get_trials(deepcopy=False)
+            self._write_summary(trials)
+            self._write_plots(trials)
         except Exception as error:
             if not self._warned:
                 logger.warning("could not refresh the study's MLflow summary: %s", error)
@@ -468,12 +469,11 @@ class _SummaryRefresher:
             duration = time.monotonic() - started
             self._next = time.monotonic() + max(self.tracker.refresh_interval_s, 10 * duration)
 
-    def _write_summary(self) -> None:
+    def _write_summary(self, trials: list[Any]) -> None:
         from mlflow.entities import Metric
 
         assert self.record is not None
         study = self.study
-        trials = study.get_trials(deepcopy=False)
         names = list(study.metric_names or [f"value_{i}" for i in range(len(study.directions))])
         now = int(time.time() * 1000)
         finished = sum(1 for trial in trials if trial.state.is_finished())
@@ -494,12 +494,12 @@ class _SummaryRefresher:
             tags=_tags({study_run.NOTE_TAG: description[:MAX_TAG_LENGTH]}),
         )
 
-    def _write_plots(self) -> None:
+    def _write_plots(self, trials: list[Any]) -> None:
         """The study's figures as one HTML page, uploaded when it changed; a plot that cannot be
         drawn is a warning, never an error."""
         assert self.record is not None
         try:
-            figures = study_run.study_figures(self.study, self.spec)
+            figures = study_run.study_figures(self.study, self.spec, trials)
             html = study_run.figures_html(f"Study {self.study.study_name}", figures)
         except Exception as error:
             logger.warning("could not draw the study's plots: %s", error)

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -271,18 +270,12 @@ def parent_description(study: Any, spec: Any, trials: list[Any]) -> str:
     return "\n\n".join(parts)
 
 
-def study_figures(study: Any, spec: Any) -> dict[str, Any]:
-    """The study's plotly figures: the Pareto front (2 or 3 objectives, complete trials)."""
-    import optuna
+def study_figures(study: Any, spec: Any, trials: list[Any] | None = None) -> dict[str, Any]:
+    """The study's plotly figures (``hpsearch.visualization``: Pareto front, hypervolume,
+    objective curves, pruning view, best configs)."""
+    from hpsearch.visualization import study_figures as figures
 
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(study.directions) not in (2, 3) or not complete:
-        return {}
-    from optuna.visualization import plot_pareto_front
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return {"pareto_front": plot_pareto_front(study, include_dominated_trials=True)}
+    return figures(study, spec, trials=trials)
 
 
 def figures_html(title: str, figures: Mapping[str, Any]) -> str:
