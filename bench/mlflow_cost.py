@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import optuna
-import optuna.visualization  # noqa: F401  (plotly: imported once, outside the clock)
+import optuna.visualization  # plotly: imported once, outside the clock
 import torch
 
 import hpsearch
