@@ -181,6 +181,12 @@ def test_a_study_run_has_the_summary_plots_and_opens_on_its_runs(mlflow_uri: str
     no_summary = mlflow.MlflowClient(mlflow_uri).get_experiment_by_name("summed.summary")
     assert no_summary is None
 
+    hpsearch.run(spec, 1, storage="sqlite:///studies.db", tracking_uri=mlflow_uri)  # again
+    runs = runs_by_name(mlflow_uri, "summed")
+    assert len(runs) == 6 and runs["study"].info.run_id == parent.info.run_id
+    assert runs["study"].info.status == "FINISHED"
+    assert runs["study"].data.metrics["trials_complete"] == 5
+
 
 def test_a_worker_logs_the_study_summary(mlflow_uri: str) -> None:
     from hpsearch.workers import run_worker
