@@ -11,20 +11,33 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 import click
 
-from hpsearch.errors import HpsearchError, SpecError
+from hpsearch.errors import HpsearchError, ParamError, SpecError
 from hpsearch.formatting import best_table, studies_table, table
 from hpsearch.query import best_configs, study_summaries
 from hpsearch.search_spaces import load_spec, packaged_spec_names
-from hpsearch.storage import default_storage_url, mask_url
+from hpsearch.search_spaces.schema import study_name_problem
+from hpsearch.storage import default_storage_url, mask_secrets, mask_url
 
 STORAGE_HELP = "Study store URL [default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db]."
 storage_option = click.option("--storage", default=None, metavar="URL", help=STORAGE_HELP)
+
+
+def _checked_study_name(_ctx: click.Context, _param: click.Parameter, name: str | None) -> Any:
+    if name is not None and (problem := study_name_problem(name)) is not None:
+        raise ParamError(f"--study-name: {problem}")
+    return name
+
+
 study_name_option = click.option(
-    "--study-name", default=None, help="Study name [default: the spec's name]."
+    "--study-name",
+    default=None,
+    callback=_checked_study_name,
+    help="Study name [default: the spec's name].",
 )
 trials_budget_option = click.option(
     "--trials",
@@ -43,6 +56,14 @@ quick_option = click.option(
 )
 timeout_option = click.option(
     "--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds."
+)
+trial_timeout_option = click.option(
+    "--trial-timeout",
+    type=click.FloatRange(min=0, min_open=True, max=1e9),
+    default=None,
+    metavar="SECONDS",
+    help="Fail a trial (failure_class timeout) that runs longer [default: the spec's "
+    "trial_timeout, else none].",
 )
 
 
@@ -105,26 +126,33 @@ def spaces() -> None:
 @study_name_option
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@trial_timeout_option
 @click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No line per finished trial.")
 @quick_option
+@click.pass_context
 def run(
+    ctx: click.Context,
     spec: str,
     n_trials: int,
     storage: str | None,
     study_name: str | None,
     timeout: float | None,
     device: str,
+    trial_timeout: float | None,
     no_mlflow: bool,
     no_progress: bool,
     quick: bool,
 ) -> None:
-    """Run trials of SPEC in this process, then print the Pareto front."""
-    from hpsearch.runner import run as run_study
+    """Run trials of SPEC in this process, then print the Pareto front.
 
-    _quiet_libraries()
+    Ctrl-C / SIGTERM fail the running trial, queue it again with the same params and exit with
+    130 / 143; no trial is left RUNNING."""
+    from hpsearch.runner import run_trials
+
+    _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
-    study = run_study(
+    study, result = run_trials(
         load_spec(spec, quick=quick),
         n_trials,
         storage=url,
@@ -132,8 +160,12 @@ def run(
         track=not no_mlflow,
         device=device,
         timeout=timeout,
-        show_progress_bar=not no_progress,
+        trial_timeout=trial_timeout,
+        report=None if no_progress else click.echo,
     )
+    if result.signal is not None:
+        click.echo(f"hpsearch: {result.summary()}", err=True)
+        ctx.exit(128 + result.signal)
     counts = _state_counts(study)
     click.echo(f"study {study.study_name!r} in {mask_url(url)}: {counts}")
     click.echo(best_table(best_configs(study.study_name, url)))
@@ -248,7 +280,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 
     url = storage or default_storage_url()
     click.echo(f"optuna-dashboard for {mask_url(url)} on http://{host}:{port}/")
-    run_server(open_storage(url, heartbeat=False), host=host, port=port)
+    run_server(open_storage(url, heartbeat=False, create=False), host=host, port=port)
 
 
 @cli.command()
@@ -258,6 +290,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 @study_name_option
 @timeout_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@trial_timeout_option
 @no_mlflow_option
 @quick_option
 @click.pass_context
@@ -269,6 +302,7 @@ def worker(
     study_name: str | None,
     timeout: float | None,
     device: str,
+    trial_timeout: float | None,
     no_mlflow: bool,
     quick: bool,
 ) -> None:
@@ -291,6 +325,7 @@ def worker(
         device=device,
         track=not no_mlflow,
         timeout=timeout,
+        trial_timeout=trial_timeout,
         report=click.echo,
     )
     click.echo(result.summary())
@@ -406,11 +441,12 @@ def launch(
     budget = f"{n_trials} trials" if n_trials else "no trial budget"
     launcher.log(f"study {name!r} in {mask_url(url)}: {len(slots)} worker(s), {budget}")
     from hpsearch.runner import make_tracker
+    from hpsearch.tracking import describe_signal
 
     with make_tracker(not no_mlflow).tracking(study, load_spec(spec)) as session:
         code = launcher.run()  # then the study's final summary goes to its MLflow run
         if code > 128:
-            session.interrupted = f"launch stopped by {signal.Signals(code - 128).name}"
+            session.interrupted = f"launch stopped by {describe_signal(code - 128)}"
     launcher.log(f"study {name!r}: {_state_counts(study)}")
     ctx.exit(code)
 
@@ -433,19 +469,49 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
     serve_grpc_proxy(url, host=host, port=port)
 
 
+MAX_ERROR_CHARS = 1000
+
+
+class Terminated(BaseException):
+    """SIGTERM outside a trial loop (which handles it itself): stop, one line, exit 143."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
+def error_line(text: str) -> str:
+    """One line of at most ``MAX_ERROR_CHARS`` characters, passwords of URLs masked."""
+    line = " ".join(mask_secrets(text).split())
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 30] + f"... ({len(line)} characters)"
+    return f"hpsearch: error: {line}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: HpsearchError -> one line on stderr, exit code 2."""
+    """Entry point: HpsearchError or a usage error -> one line on stderr, exit code 2;
+    Ctrl-C / SIGTERM -> one line, exit 130 / 143 (a running trial is failed and queued again,
+    never left RUNNING)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = cli.main(args=argv, prog_name="hpsearch", standalone_mode=False)
     except HpsearchError as error:
-        click.echo(f"hpsearch: error: {error}", err=True)
+        click.echo(error_line(str(error)), err=True)
+        sys.exit(2)
+    except click.UsageError as error:  # click's 4-line usage text, as one line
+        command = error.ctx.command_path if error.ctx is not None else "hpsearch"
+        click.echo(error_line(f"{error.format_message()} (see {command} --help)"), err=True)
         sys.exit(2)
     except click.ClickException as error:
-        error.show()
+        click.echo(error_line(error.format_message()), err=True)
         sys.exit(error.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("hpsearch: stopped by SIGINT", err=True)
+        sys.exit(128 + signal.SIGINT)
+    except Terminated:
+        click.echo("hpsearch: stopped by SIGTERM", err=True)
+        sys.exit(128 + signal.SIGTERM)
     sys.exit(code if isinstance(code, int) else 0)
 
 

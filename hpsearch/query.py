@@ -47,7 +47,7 @@ class StudySummary:
 def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
     """An existing study; StudyNotFoundError lists the studies there are."""
     url = storage or default_storage_url()
-    store = open_storage(url)
+    store = open_storage(url, create=False)
     names = [summary.study_name for summary in optuna.get_all_study_summaries(store)]
     if study_name not in names:
         available = ", ".join(sorted(names)) or "none"
@@ -88,7 +88,7 @@ def _best_config(trial: optuna.trial.FrozenTrial, names: list[str]) -> BestConfi
 
 def study_summaries(storage: str | None = None) -> list[StudySummary]:
     """Every study in the store with its trial counts by state."""
-    store = open_storage(storage or default_storage_url())
+    store = open_storage(storage or default_storage_url(), create=False)
     summaries = []
     for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
         study_id = store.get_study_id_from_name(summary.study_name)

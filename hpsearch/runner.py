@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import signal
-import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
+from pydantic import TypeAdapter, ValidationError
 
-from hpsearch.errors import SpecError
+from hpsearch.errors import ParamError, SpecError
 from hpsearch.objectives import (
-    TrialFailed,
     TrialOutcome,
     build_objective,
     execute_trial,
@@ -23,13 +30,18 @@ from hpsearch.objectives import (
     parse_assignments,
     pick_device,
 )
-from hpsearch.search_spaces import StudySpec, load_spec
+from hpsearch.search_spaces import FloatParam, IntParam, StudySpec, load_spec
+from hpsearch.search_spaces.schema import ParamSpec, study_name_problem
 from hpsearch.search_spaces.validate import check_against_trainer
 from hpsearch.storage import default_storage_url, open_storage
-from hpsearch.tracking import MlflowTracker, NullTracker, Terminated, Tracker
+from hpsearch.tracking import MlflowTracker, NullTracker, Tracker, describe_signal
+
+if TYPE_CHECKING:
+    from hpsearch.workers.worker import WorkerResult
 
 logger = logging.getLogger("hpsearch")
 SPEC_ATTR = "hpsearch_spec"
+_PARAM_ADAPTER: TypeAdapter[ParamSpec] = TypeAdapter(ParamSpec)
 
 
 def create_study(
@@ -37,10 +49,15 @@ def create_study(
 ) -> optuna.Study:
     """The spec's study in the store, created on first use with its objective names set.
 
-    An existing study with other directions is a SpecError (give another ``study_name``)."""
-    name = study_name or spec.name
+    An existing study with other directions, or with a param of another kind (float / int /
+    categorical, log or not, other choices) is a SpecError (give another ``study_name``)."""
+    name = spec.name if study_name is None else study_name
+    problem = study_name_problem(name)
+    if problem is not None:
+        raise ParamError(f"--study-name: {problem}")
     sampler = make_sampler(spec.sampler)
     pruner = make_pruner(spec.pruner, spec)
+    stored_spec = json.dumps(spec.model_dump(mode="json"))  # refuses what cannot be stored
     study = optuna.create_study(
         study_name=name,
         storage=open_storage(storage),
@@ -56,13 +73,45 @@ def create_study(
             f"{[d.name.lower() for d in study.directions]} but spec {spec.source} has "
             f"{spec.directions}; pass another --study-name"
         )
+    _check_same_space(study, spec)
     if study.metric_names != spec.objective_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(spec.objective_names)
     if SPEC_ATTR not in study.user_attrs:
-        study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+        study.set_user_attr(SPEC_ATTR, json.loads(stored_spec))
     return study
+
+
+def _check_same_space(study: optuna.Study, spec: StudySpec) -> None:
+    """SpecError when a param of the spec has another kind than in the study's stored spec
+    (Optuna would refuse it at the first trial, after the study was changed)."""
+    stored = study.user_attrs.get(SPEC_ATTR)
+    space = stored.get("space") if isinstance(stored, dict) else None
+    if not isinstance(space, dict):
+        return
+    for key, entry in spec.space.items():
+        if key not in space:
+            continue
+        try:
+            old = distribution_of(_PARAM_ADAPTER.validate_python(space[key]))
+            check_distribution_compatibility(old, distribution_of(entry))
+        except (ValidationError, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else "a different kind"
+            raise SpecError(
+                f"{spec.source}: space.{key}: study {study.study_name!r} already searches "
+                f"{key!r} as {space[key]} ({reason}); pass another --study-name or keep the "
+                "param's type, log and choices"
+            ) from None
+
+
+def distribution_of(entry: ParamSpec) -> BaseDistribution:
+    """The Optuna distribution a space entry is suggested from."""
+    if isinstance(entry, FloatParam):
+        return FloatDistribution(entry.low, entry.high, log=entry.log, step=entry.step)
+    if isinstance(entry, IntParam):
+        return IntDistribution(entry.low, entry.high, log=entry.log, step=entry.step)
+    return CategoricalDistribution(entry.choices)
 
 
 def make_tracker(track: bool = True, tracking_uri: str | None = None) -> Tracker:
@@ -79,6 +128,7 @@ def run(
     track: bool = True,
     device: str | None = None,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
     show_progress_bar: bool = False,
 ) -> optuna.Study:
     """Run ``n_trials`` more trials of a spec (packaged name, YAML path or StudySpec) in this
@@ -86,39 +136,85 @@ def run(
 
     ``storage`` defaults to ``HPSEARCH_STORAGE``, then ``sqlite:///hpsearch.db``; MLflow to
     ``MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db``. A trial that fails or is pruned does
-    not stop the study. Ctrl-C or SIGTERM ends the MLflow runs (KILLED, with the signal) and
-    raises KeyboardInterrupt (``Terminated`` for SIGTERM)."""
-    spec = load_spec(spec)
-    tracker = make_tracker(track, tracking_uri)
-    objective = build_objective(spec, tracker, study_name=study_name, device=device)
-    study = create_study(spec, storage or default_storage_url(), study_name)
-    with tracker.tracking(study, spec), _sigterm_raises():
-        study.optimize(
-            objective,
-            n_trials=n_trials,
-            timeout=timeout,
-            catch=(TrialFailed,),
-            show_progress_bar=show_progress_bar,
-        )
+    not stop the study; ``MAX_FAILURES_IN_A_ROW`` trainer errors (or out-of-memory failures) in
+    a row do, with a ``WorkerError``. ``timeout`` stops starting trials after that many seconds
+    and also bounds each trial (as ``trial_timeout`` does, which overrides the spec's).
+    SIGINT / SIGTERM fail the running trial and queue it again with the same params (none is
+    left RUNNING), then raise ``KeyboardInterrupt`` / ``SystemExit(143)``."""
+    report = logger.info if show_progress_bar else None
+    study, result = run_trials(
+        spec,
+        n_trials,
+        storage=storage,
+        study_name=study_name,
+        tracking_uri=tracking_uri,
+        track=track,
+        device=device,
+        timeout=timeout,
+        trial_timeout=trial_timeout,
+        report=report,
+    )
+    if result.signal == signal.SIGINT:
+        raise KeyboardInterrupt
+    if result.signal is not None:
+        raise SystemExit(128 + result.signal)
     return study
 
 
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread, so it ends the
-    running trial and the tracking runs the way Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def run_trials(
+    spec: str | StudySpec,
+    n_trials: int | None = None,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    device: str | None = None,
+    timeout: float | None = None,
+    trial_timeout: float | None = None,
+    report: Callable[[str], None] | None = None,
+) -> tuple[optuna.Study, WorkerResult]:
+    """``run``'s work: the study and what the loop did (with the signal that stopped it, if
+    any); ``report`` gets one line per trial."""
+    from hpsearch.workers.worker import Worker
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise Terminated(signum)
+    spec = with_trial_timeout(load_spec(spec), trial_timeout, timeout)
+    tracker = make_tracker(track, tracking_uri)
+    objective = build_objective(spec, tracker, study_name=study_name, device=device)
+    study = create_study(spec, storage or default_storage_url(), study_name)
+    worker = Worker(
+        study,
+        objective,
+        max_trials=n_trials,
+        timeout=timeout,
+        report=report or (lambda _line: None),
+        reseed=False,  # one process: a seeded spec gives the same trials every time
+    )
+    with tracker.tracking(study, spec) as session:  # the study's MLflow run, closed at the end
+        result = worker.run()
+        if result.signal is not None:
+            session.interrupted = describe_signal(result.signal)
+    return study, result
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+def with_trial_timeout(
+    spec: StudySpec, trial_timeout: float | None, timeout: float | None = None
+) -> StudySpec:
+    """The spec with ``trial_timeout`` (if given) as its per-trial limit, capped by
+    ``timeout`` (a run's whole time limit also bounds each of its trials)."""
+    limits = [
+        limit for limit in (trial_timeout or spec.trial_timeout, timeout) if limit is not None
+    ]
+    if not limits:
+        return spec
+    if trial_timeout is not None and not (math.isfinite(trial_timeout) and trial_timeout > 0):
+        raise ParamError(f"--trial-timeout {trial_timeout}: give a number of seconds > 0")
+    limit = max(min(limits), 0.001)
+    if limit == spec.trial_timeout:
+        return spec
+    changed = spec.model_copy(update={"trial_timeout": limit})
+    changed._source = spec.source
+    return changed
 
 
 def try_config(

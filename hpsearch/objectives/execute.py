@@ -1,8 +1,10 @@
 """Run one configuration: trainer epochs judged by the rules, then objectives and constraints.
 
 Knows nothing of Optuna: ``on_epoch`` lets the caller add its own per-epoch pruning decision.
-Every exception of the trainer (bad params, NaN, out of memory, a bug) ends the trial as FAIL
-with the reason; it never propagates.
+Every fault of the trainer ends the trial as FAIL with a one-line reason and a failure class
+(``failures.py``), and never propagates: an exception (bad params, out of memory, a bug), a
+``sys.exit()``, a NaN/inf metric, a metric that is not a number or is missing, a hang past the
+spec's ``trial_timeout``. Only the worker's own stop signals go through.
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ from typing import Any
 
 import torch
 
+from hpsearch.errors import ParamError
+from hpsearch.objectives.deadline import Deadline, TrialTimeout, trial_deadline
+from hpsearch.objectives.failures import (
+    FailureClass,
+    classify_exception,
+    describe_exception,
+    short_reason,
+)
 from hpsearch.objectives.outcome import TrialOutcome
 from hpsearch.pruners import RuleEngine, build_rules
 from hpsearch.search_spaces import StudySpec
@@ -24,16 +34,45 @@ EpochHook = Callable[[int, Mapping[str, float]], str | None]
 
 
 class _Stop(Exception):
-    def __init__(self, state: str, reason: str, pruned_by: str | None = None) -> None:
+    def __init__(
+        self,
+        state: str,
+        reason: str,
+        pruned_by: str | None = None,
+        failure_class: FailureClass | None = None,
+    ) -> None:
         super().__init__(reason)
         self.state, self.reason, self.pruned_by = state, reason, pruned_by
+        self.failure_class = failure_class
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """``cuda`` when available (or asked for), else ``cpu``."""
+    """``cuda`` when available (or asked for), else ``cpu``; ParamError for a device that is
+    not a device name, or a CUDA device this machine does not have."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    assert device is not None
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ParamError(
+            f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise ParamError(f"--device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ParamError(
+                f"--device {device!r}: CUDA is not available on this machine; use --device cpu "
+                "(or auto)"
+            )
+        if chosen.index is not None and chosen.index >= count:
+            raise ParamError(
+                f"--device {device!r}: this machine has {count} CUDA device(s); "
+                f"use cuda:0 to cuda:{count - 1}"
+            )
+    return chosen
 
 
 def execute_trial(
@@ -46,26 +85,58 @@ def execute_trial(
     device: torch.device,
     on_epoch: EpochHook | None = None,
 ) -> TrialOutcome:
-    """Train ``params`` for ``spec.epochs`` epochs under the spec's rules."""
+    """Train ``params`` for ``spec.epochs`` epochs under the spec's rules, within the spec's
+    ``trial_timeout``."""
     outcome = TrialOutcome(state="COMPLETE", params=dict(params), effective_params=dict(params))
     outcome.mlflow_run_id = run.run_id
     trainer: Trainer | None = None
-    try:
-        trainer = trainer_class(params, device=device, seed=seed)
-        engine = RuleEngine(build_rules(spec.rules), trainer.params)
-        _train(spec, trainer, engine, run, outcome, on_epoch)
-        outcome.final_metrics = _checked(trainer.final_metrics(), "final metrics")
-        outcome.values = {o.name: o.value(outcome.final_metrics) for o in spec.objectives}
-        outcome.constraints = {c.name: c.violation(outcome.final_metrics) for c in spec.constraints}
-        outcome.report = trainer.report()
-    except _Stop as stop:
-        outcome.state, outcome.reason, outcome.pruned_by = stop.state, stop.reason, stop.pruned_by  # type: ignore[assignment]
-    except Exception as error:  # a crashing trial never takes the worker down
-        outcome.state, outcome.reason = "FAIL", _describe(error)
-        _release_cuda_memory(error)
-    if trainer is not None:
-        outcome.effective_params = trainer.effective_params()
+    with trial_deadline(spec.trial_timeout) as deadline:
+        try:
+            trainer = trainer_class(params, device=device, seed=seed)
+            _evaluate(spec, trainer, run, outcome, on_epoch, deadline)
+        except _Stop as stop:
+            outcome.state, outcome.reason = stop.state, stop.reason  # type: ignore[assignment]
+            outcome.pruned_by, outcome.failure_class = stop.pruned_by, stop.failure_class
+        except TrialTimeout as timeout:
+            _fail(outcome, str(timeout), "timeout")
+        except (Exception, SystemExit) as error:  # a crashing trial never takes the worker down
+            _fail(outcome, describe_exception(error), classify_exception(error))
+            _release_cuda_memory(error)
+        deadline.disarm()
+        if trainer is not None:
+            outcome.effective_params = _effective_params(trainer, outcome)
     return outcome
+
+
+def _evaluate(
+    spec: StudySpec,
+    trainer: Trainer,
+    run: TrialRun,
+    outcome: TrialOutcome,
+    on_epoch: EpochHook | None,
+    deadline: Deadline,
+) -> None:
+    engine = RuleEngine(build_rules(spec.rules), trainer.params)
+    _train(spec, trainer, engine, run, outcome, on_epoch, deadline)
+    deadline.check()
+    final = _numbers(trainer.final_metrics(), "the final metrics")
+    outcome.final_metrics = _checked(final, "the final metrics")
+    _require_metrics(spec, outcome.final_metrics)
+    outcome.values = {o.name: o.value(outcome.final_metrics) for o in spec.objectives}
+    outcome.constraints = {c.name: c.violation(outcome.final_metrics) for c in spec.constraints}
+    outcome.report = trainer.report()
+    deadline.check()
+
+
+def _fail(outcome: TrialOutcome, reason: str, failure_class: FailureClass) -> None:
+    outcome.state, outcome.reason, outcome.failure_class = "FAIL", reason, failure_class
+
+
+def _effective_params(trainer: Trainer, outcome: TrialOutcome) -> dict[str, Any]:
+    try:
+        return trainer.effective_params()
+    except (Exception, SystemExit):  # a broken trainer's params: the ones it was given
+        return outcome.effective_params
 
 
 def _train(
@@ -75,15 +146,18 @@ def _train(
     run: TrialRun,
     outcome: TrialOutcome,
     on_epoch: EpochHook | None,
+    deadline: Deadline,
 ) -> None:
-    for epoch, metrics in enumerate(trainer.epochs(spec.epochs), start=1):
-        metrics = {key: float(value) for key, value in metrics.items()}
+    for epoch, raw in enumerate(trainer.epochs(spec.epochs), start=1):
+        deadline.check()
+        metrics = _numbers(raw, f"epoch {epoch}")
         outcome.history.append(metrics)
-        run.log_epoch(epoch, metrics)
-        fired = engine.observe(epoch, metrics, trainer.knobs)
-        if fired:
-            outcome.events = [event.to_dict() for event in engine.events]
-            run.log_events(outcome.events)
+        with deadline.hold():  # hpsearch's own writes are not cut by the alarm
+            run.log_epoch(epoch, metrics)
+            fired = engine.observe(epoch, metrics, trainer.knobs)
+            if fired:
+                outcome.events = [event.to_dict() for event in engine.events]
+                run.log_events(outcome.events)
         if engine.aborted_by is not None:
             event = engine.aborted_by
             raise _Stop(
@@ -93,22 +167,59 @@ def _train(
             )
         _checked(metrics, f"epoch {epoch}")
         if on_epoch is not None:
-            reason = on_epoch(epoch, metrics)
+            with deadline.hold():
+                reason = on_epoch(epoch, metrics)
             if reason is not None:
                 raise _Stop("PRUNED", reason, pruned_by=reason.split(" at epoch")[0])
 
 
+def _numbers(metrics: object, where: str) -> dict[str, float]:
+    """The metrics as floats; a FAIL (trainer_error) naming a metric that is not a number."""
+    if not isinstance(metrics, Mapping):
+        raise _Stop(
+            "FAIL",
+            short_reason(
+                f"the trainer gave {type(metrics).__name__} for {where}, not a mapping of "
+                "metric names to numbers"
+            ),
+            failure_class="trainer_error",
+        )
+    numbers: dict[str, float] = {}
+    for name, value in metrics.items():
+        try:
+            if value is None or isinstance(value, str | bytes):
+                raise TypeError
+            numbers[str(name)] = float(value)
+        except (TypeError, ValueError, RuntimeError):  # a string, a tensor of many elements
+            raise _Stop(
+                "FAIL",
+                short_reason(f"metric {name} is {value!r} at {where}, not a number"),
+                failure_class="trainer_error",
+            ) from None
+    return numbers
+
+
 def _checked(metrics: Mapping[str, float], where: str) -> dict[str, float]:
-    """The metrics, or a FAIL naming the first NaN/inf metric."""
+    """The metrics, or a FAIL (divergence) naming the first NaN/inf metric."""
     for name, value in metrics.items():
         if not math.isfinite(float(value)):
-            raise _Stop("FAIL", f"metric {name} is {float(value)} at {where}")
+            raise _Stop(
+                "FAIL", f"metric {name} is {float(value)} at {where}", failure_class="divergence"
+            )
     return dict(metrics)
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+def _require_metrics(spec: StudySpec, final: Mapping[str, float]) -> None:
+    """A FAIL (trainer_error) naming the first objective/constraint metric that is missing."""
+    needed = [o.metric for o in spec.objectives] + [c.metric for c in spec.constraints]
+    missing = [metric for metric in needed if metric not in final]
+    if missing:
+        raise _Stop(
+            "FAIL",
+            f"the final metrics lack {missing[0]!r}, which the spec's objectives or constraints "
+            "need; the trainer's final_metrics() must return it",
+            failure_class="trainer_error",
+        )
 
 
 def _release_cuda_memory(error: BaseException) -> None:

@@ -37,9 +37,9 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
         if spec.name == "qmc":
             return optuna.samplers.QMCSampler(seed=spec.seed, **options)
         return optuna.samplers.RandomSampler(seed=spec.seed, **options)
-    except TypeError as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise SpecError(
-            f"sampler.options: {error}; check the option names of {spec.name}"
+            f"sampler.options: {_first_line(error)}; check the options of {spec.name}"
         ) from None
 
 
@@ -62,8 +62,10 @@ def make_pruner(spec: PrunerSpec | None, study_spec: StudySpec) -> optuna.pruner
         )
     try:
         return _OPTUNA_PRUNERS[spec.name](**spec.options())
-    except TypeError as error:
-        raise SpecError(f"{study_spec.source}: pruner: {error}; check its options") from None
+    except (TypeError, ValueError, OverflowError) as error:
+        raise SpecError(
+            f"{study_spec.source}: pruner: {_first_line(error)}; check its options"
+        ) from None
 
 
 def make_pareto_asha(spec: PrunerSpec, study_spec: StudySpec) -> ParetoAshaPruner:
@@ -72,5 +74,12 @@ def make_pareto_asha(spec: PrunerSpec, study_spec: StudySpec) -> ParetoAshaPrune
         return ParetoAshaPruner.from_options(
             study_spec.directions, study_spec.epochs, spec.options()
         )
-    except ValueError as error:
-        raise SpecError(f"{study_spec.source}: pruner ({PRUNER_NAME}): {error}") from None
+    except (TypeError, ValueError, OverflowError) as error:
+        raise SpecError(
+            f"{study_spec.source}: pruner ({PRUNER_NAME}): {_first_line(error)}"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else type(error).__name__

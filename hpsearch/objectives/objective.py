@@ -37,7 +37,12 @@ HYPERVOLUME_ATTR = "study_hypervolume"
 
 
 class TrialFailed(HpsearchError):
-    """A trial ended FAIL (its reason is in the message and in user attr ``fail_reason``)."""
+    """A trial ended FAIL (its reason is in the message and in user attr ``fail_reason``; its
+    class, see ``failures.py``, in ``failure_class`` and the user attr of that name)."""
+
+    def __init__(self, reason: str, failure_class: str | None = None) -> None:
+        super().__init__(reason)
+        self.failure_class = failure_class
 
 
 def worker_info(device: torch.device) -> dict[str, str]:
@@ -187,7 +192,7 @@ class SpecObjective:
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(outcome.reason)
         if outcome.state == "FAIL" or outcome.values is None:
-            raise TrialFailed(outcome.reason or "unknown failure")
+            raise TrialFailed(outcome.reason or "unknown failure", outcome.failure_class)
         for name, violation in outcome.constraints.items():
             trial.set_constraint(name, violation)
         values = [outcome.values[name] for name in self.spec.objective_names]
@@ -247,6 +252,8 @@ def record_outcome(
         attrs["trainer_report"] = outcome.report
     if outcome.reason:
         attrs["fail_reason" if outcome.state == "FAIL" else "prune_reason"] = outcome.reason
+    if outcome.failure_class:
+        attrs["failure_class"] = outcome.failure_class
     set_user_attrs(trial, {key: json_safe(value) for key, value in attrs.items()})
 
 

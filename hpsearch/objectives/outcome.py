@@ -24,6 +24,7 @@ class TrialOutcome:
     events: list[dict[str, Any]] = field(default_factory=list)
     reason: str | None = None
     pruned_by: str | None = None
+    failure_class: str | None = None  # of a FAIL: see hpsearch.objectives.failures
     report: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
 

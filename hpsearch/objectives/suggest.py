@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,4 +60,6 @@ def _typed_value(key: str, raw: str, entry: ParamSpec) -> Any:
     except ValueError:
         kind = "an integer" if isinstance(entry, IntParam) else "a number"
         raise ParamError(f"--set {key}={raw}: not {kind}; e.g. --set {key}={entry.low}") from None
+    if not math.isfinite(value):
+        raise ParamError(f"--set {key}={raw}: not a finite number; e.g. --set {key}={entry.low}")
     return value  # outside the searched range is allowed for a try; the trainer validates it

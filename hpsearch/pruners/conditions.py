@@ -10,6 +10,11 @@ Allowed: numbers, ``True``/``False``, names, ``+ - * / ** %``, unary ``- not``, 
 - history of a metric over this trial's epochs so far, this one included: ``best_max(m)``,
   ``best_min(m)``, ``first(m)``, ``prev(m)`` (the previous epoch's value, NaN at epoch 1).
 
+A condition has at most ``MAX_CONDITION_CHARS`` characters, ``MAX_NODES`` parts and
+``MAX_DEPTH`` levels of nesting. Numbers are floats when evaluated (no big-integer arithmetic),
+and an expression of constants alone is computed when the condition is parsed: one that
+overflows or divides by zero (``9 ** 9 ** 9``, ``1 / 0``) is refused then, never evaluated.
+
 A name with no value in an epoch makes the condition false for that epoch (a metric a trainer
 reports only from some epoch on); the spec validator checks every name against the trainer's
 metrics, knobs and params when the spec is loaded, so a typo is an error before any trial runs.
@@ -51,6 +56,9 @@ _PLAIN_FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 _HISTORY_FUNCTIONS = ("best_max", "best_min", "first", "prev")
 _STATE_FUNCTIONS = ("any_nonfinite",)
+MAX_CONDITION_CHARS = 1000
+MAX_NODES = 300
+MAX_DEPTH = 40
 
 
 class UndefinedName(Exception):
@@ -72,16 +80,24 @@ class Condition:
     def __init__(self, source: str) -> None:
         if not isinstance(source, str) or not source.strip():
             raise RuleError(f"empty rule condition {source!r}; write e.g. 'val_loss > 2.5'")
+        if len(source) > MAX_CONDITION_CHARS:
+            raise RuleError(
+                f"rule condition {source[:40]!r}... has {len(source)} characters; write one of "
+                f"at most {MAX_CONDITION_CHARS} (split it into several rules)"
+            )
         self.source = source
         try:
             tree = ast.parse(source.strip(), mode="eval")
-        except SyntaxError as error:
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+            reason = getattr(error, "msg", None) or type(error).__name__
             raise RuleError(
-                f"rule condition {source!r} is not a valid expression ({error.msg}); "
+                f"rule condition {source!r} is not a valid expression ({reason}); "
                 "use comparisons joined by and/or, e.g. 'kl_raw > 0.2 and epoch >= 3'"
             ) from None
+        _check_size(tree.body, source)
         self._tree = tree.body
         self.names: frozenset[str] = frozenset(_check_node(self._tree, source))
+        _fold_constants(self._tree, source)
 
     def evaluate(self, scope: ConditionScope) -> bool:
         """True when the condition holds; False when it does not or uses an undefined name."""
@@ -96,12 +112,74 @@ class Condition:
         return f"Condition({self.source!r})"
 
 
+def _check_size(root: ast.AST, source: str) -> None:
+    """RuleError when the expression has more than ``MAX_NODES`` parts or is nested deeper
+    than ``MAX_DEPTH`` (walked without recursion)."""
+    stack: list[tuple[ast.AST, int]] = [(root, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES or depth > MAX_DEPTH:
+            what = f"more than {MAX_NODES} parts" if count > MAX_NODES else "too deep a nesting"
+            raise RuleError(
+                f"rule condition {source[:60]!r} has {what}; write a simpler condition "
+                "(or split it into several rules)"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _fold_constants(node: ast.AST, source: str) -> float | None:
+    """The value of an expression of constants alone (None if it reads a name or calls a
+    function); RuleError when computing it overflows, divides by zero or is not finite."""
+    if isinstance(node, ast.Constant):
+        return float(node.value) if isinstance(node.value, int | float) else None
+    if isinstance(node, ast.UnaryOp):
+        operand = _fold_constants(node.operand, source)
+        if operand is None or isinstance(node.op, ast.Not):
+            return None
+        return -operand if isinstance(node.op, ast.USub) else operand
+    if isinstance(node, ast.BinOp):
+        left, right = _fold_constants(node.left, source), _fold_constants(node.right, source)
+        if left is None or right is None:
+            return None
+        try:
+            value = _BINARY[type(node.op)](left, right)
+        except OverflowError:
+            raise _constant_error(node, source, "overflows") from None
+        except (ZeroDivisionError, ValueError):
+            raise _constant_error(node, source, "divides by zero or has no value") from None
+        if not isinstance(value, float) or not math.isfinite(value):
+            raise _constant_error(node, source, f"gives {value}")
+        return value
+    for child in ast.iter_child_nodes(node):
+        _fold_constants(child, source)
+    return None
+
+
+def _constant_error(node: ast.AST, source: str, problem: str) -> RuleError:
+    part = ast.get_source_segment(source.strip(), node) or "a constant part"
+    return RuleError(
+        f"rule condition {source!r}: {part[:60]!r} {problem}; use numbers within float range"
+    )
+
+
 def _check_node(node: ast.AST, source: str) -> set[str]:
     """Reject anything outside the whitelist; return the plain names used."""
     names: set[str] = set()
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, bool | int | float):
+        if isinstance(node.value, bool):
             return names
+        if isinstance(node.value, int | float):
+            try:
+                if math.isfinite(float(node.value)):
+                    return names
+            except OverflowError:
+                pass
+            raise RuleError(
+                f"rule condition {source[:60]!r}: the number {str(node.value)[:20]}... is out of "
+                "float range; use a smaller number"
+            )
         raise _not_allowed(source, f"constant {node.value!r}")
     if isinstance(node, ast.Name):
         names.add(node.id)
@@ -159,7 +237,10 @@ def _not_allowed(source: str, what: str) -> RuleError:
 
 def _evaluate(node: ast.AST, scope: ConditionScope) -> Any:
     if isinstance(node, ast.Constant):
-        return node.value
+        value = node.value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)  # never big-int arithmetic
+        return value
     if isinstance(node, ast.Name):
         if node.id not in scope.values:
             raise UndefinedName(node.id)

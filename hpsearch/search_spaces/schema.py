@@ -9,11 +9,28 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from hpsearch.pruners.declarative import RuleConfig
 
 Scalar = str | int | float | bool
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**32 - 1  # NumPy's seed range
+MAX_STUDY_NAME = 200  # Optuna's column holds 512 characters; MLflow's experiment names fewer
+
+
+def study_name_problem(name: object) -> str | None:
+    """What is wrong with a study name (None: nothing): blank, too long, control characters."""
+    if not isinstance(name, str) or not name.strip():
+        return "a study name cannot be empty or blank; give a name such as 'cvfp-lr-sweep'"
+    if len(name) > MAX_STUDY_NAME:
+        return f"study name of {len(name)} characters is too long; use at most {MAX_STUDY_NAME}"
+    if name != name.strip() or any(not character.isprintable() for character in name):
+        return (
+            f"study name {name[:60]!r} has leading/trailing blanks or control characters; "
+            "remove them"
+        )
+    return None
 
 
 class _Strict(BaseModel):
@@ -31,8 +48,10 @@ class FloatParam(_Strict):
     @model_validator(mode="after")
     def _check_range(self) -> FloatParam:
         _check_numeric_range(self.low, self.high, self.log, self.default)
-        if self.step is not None and (self.step <= 0 or self.log):
-            raise ValueError("step must be > 0 and cannot be combined with log: true")
+        if self.step is not None and not (math.isfinite(self.step) and self.step > 0):
+            raise ValueError(f"step must be a finite number > 0, got {self.step}")
+        if self.step is not None and self.log:
+            raise ValueError("step cannot be combined with log: true; remove one of them")
         return self
 
 
@@ -49,6 +68,8 @@ class IntParam(_Strict):
         _check_numeric_range(self.low, self.high, self.log, self.default)
         if self.step <= 0:
             raise ValueError(f"step must be >= 1, got {self.step}")
+        if self.log and self.step != 1:
+            raise ValueError("step cannot be combined with log: true; remove one of them")
         return self
 
 
@@ -59,9 +80,23 @@ class CategoricalParam(_Strict):
 
     @model_validator(mode="after")
     def _check_default(self) -> CategoricalParam:
+        _check_distinct_choices(self.choices)
         if self.default is not None and self.default not in self.choices:
             raise ValueError(f"default {self.default!r} is not one of the choices {self.choices}")
         return self
+
+
+def _check_distinct_choices(choices: list[Scalar]) -> None:
+    """Choices that compare equal (1, 1.0, true) or read alike ("1" and 1) cannot be told
+    apart by Optuna, the store or ``--set``."""
+    for index, choice in enumerate(choices):
+        for earlier in choices[:index]:
+            if earlier == choice or str(earlier).lower() == str(choice).lower():
+                raise ValueError(
+                    f"choices {earlier!r} and {choice!r} cannot be told apart; keep one of them"
+                )
+        if isinstance(choice, float) and not math.isfinite(choice):
+            raise ValueError(f"choice {choice!r} is not a finite number; remove it")
 
 
 ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
@@ -136,7 +171,7 @@ class ConstraintSpec(_Strict):
 
 class SamplerSpec(_Strict):
     name: Literal["tpe", "nsga2", "nsga3", "gp", "random", "qmc"] = "tpe"
-    seed: int | None = 0
+    seed: int | None = Field(default=0, ge=0, le=MAX_SEED)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -168,10 +203,11 @@ class StudySpec(_Strict):
     """A whole study spec (one YAML file)."""
 
     name: str = Field(min_length=1)
-    trainer: str = Field(min_length=1)
+    trainer: str = Field(min_length=1, max_length=500)
     description: str = ""
-    epochs: int = Field(ge=1)
-    seed: int = 0
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    trial_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     fixed: dict[str, Scalar] = Field(default_factory=dict)
     space: dict[str, ParamSpec] = Field(min_length=1)
     objectives: list[ObjectiveSpec] = Field(min_length=1)
@@ -181,6 +217,22 @@ class StudySpec(_Strict):
     pruner: PrunerSpec | None = None
     quick: QuickSpec | None = None
     _source: str = PrivateAttr(default="<spec>")
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, name: str) -> str:
+        problem = study_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+    @field_validator("fixed")
+    @classmethod
+    def _finite_fixed(cls, fixed: dict[str, Scalar]) -> dict[str, Scalar]:
+        for key, value in fixed.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{key}: {value} is not a finite number; give a number")
+        return fixed
 
     @property
     def source(self) -> str:

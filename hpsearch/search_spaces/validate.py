@@ -72,6 +72,8 @@ def _check_rules(spec: StudySpec, trainer_class: type[Trainer], where: str) -> N
                 f"{label}: {unknown[0]!r} is not a metric, param or knob of trainer "
                 f"{spec.trainer!r}; use one of {', '.join(sorted(readable))}"
             )
+        if not isinstance(entry, str):
+            changes = changes | set(entry.bounds)
         not_knobs = sorted(changes - knobs)
         if not_knobs:
             raise SpecError(

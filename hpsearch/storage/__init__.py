@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import sqlite3
 import time
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import optuna
 import sqlalchemy
@@ -48,40 +49,72 @@ def default_storage_url() -> str:
     return os.environ.get("HPSEARCH_STORAGE") or DEFAULT_STORAGE
 
 
+# scheme://user:password@ : the password is what lies between the first ':' after '//' and the
+# last '@' of the authority (a password may hold '@' or ':'), before any '/', '?' or '#'.
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):[^/?#\s]*@")
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    """The URL with any password replaced by ``***``. Never raises: it works on the text, so
+    a bad port, a malformed IPv6 host or no URL at all is masked (or returned) as it is."""
+    if not isinstance(url, str):
+        return "<not a URL>"
+    return mask_secrets(url)
 
 
-def open_storage(url: str | None = None, *, heartbeat: bool = True) -> BaseStorage:
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)[^&#\s]*", re.IGNORECASE)
+
+
+def mask_secrets(text: str, *urls: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` (or ``?password=``) in
+    it replaced by ``***``, and the passwords of ``urls`` wherever else they appear (for error
+    messages of drivers and of MLflow, which quote the URL or parts of it)."""
+    for url in urls:
+        for password in _passwords(url):
+            text = text.replace(password, "***")
+    text = _CREDENTIALS.sub(lambda match: f"{match['head']}:***@", text)
+    return _QUERY_PASSWORD.sub(lambda match: f"{match['head']}***", text)
+
+
+def _passwords(url: str) -> list[str]:
+    found = []
+    for match in re.finditer(r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:(?P<pw>[^/?#\s]*)@", url):
+        found.append(match["pw"])
+    found += [
+        match.group(1)
+        for match in re.finditer(r"[?&](?:password|passwd|pwd)=([^&#\s]*)", url, re.I)
+    ]
+    return [password for password in found if len(password) >= 3 and password != "***"]
+
+
+def open_storage(
+    url: str | None = None, *, heartbeat: bool = True, create: bool = True
+) -> BaseStorage:
     """A storage for ``url`` (default: ``default_storage_url()``); StorageError if it cannot be
-    opened, with the URL masked."""
+    opened, with the URL masked. ``create=False`` (readers: best, studies, dashboard) refuses an
+    SQLite file that does not exist instead of creating it. An SQLite file that is not an
+    Optuna store (another program's database, not a database at all) is refused, untouched."""
     url = url or default_storage_url()
-    scheme = urlsplit(url).scheme
     check_optuna_version()
     try:
+        scheme = urlsplit(url).scheme
         with warnings.catch_warnings():  # heartbeat options are "experimental" since Optuna 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return _open(url, scheme, heartbeat)
+            return _open(url, scheme, heartbeat, create)
     except StorageError:
         raise
     except Exception as error:  # driver errors carry the URL; never print it unmasked
-        message = str(error).replace(url, mask_url(url)).splitlines()[0]
+        lines = mask_secrets(str(error), url).strip().splitlines() or [type(error).__name__]
+        message = lines[0][:300]
         raise StorageError(
             f"cannot open storage {mask_url(url)}: {message}; check that the server is running "
             "and the URL is right"
         ) from None
 
 
-def _open(url: str, scheme: str, heartbeat: bool) -> BaseStorage:
+def _open(url: str, scheme: str, heartbeat: bool, create: bool) -> BaseStorage:
     if scheme == "sqlite":
-        return _sqlite(url, heartbeat)
+        return _sqlite(url, heartbeat, create)
     if scheme.startswith("postgresql"):
         return _postgresql(url, heartbeat)
     if scheme in ("redis", "rediss"):
@@ -171,18 +204,70 @@ def _heartbeat_kwargs(heartbeat: bool) -> dict[str, object]:
     }
 
 
-def _sqlite(url: str, heartbeat: bool) -> RDBStorage:
-    path = url.removeprefix("sqlite:///")
+def _sqlite(url: str, heartbeat: bool, create: bool = True) -> RDBStorage:
+    if not url.startswith("sqlite:///"):
+        raise StorageError(
+            f"storage {mask_url(url)!r}: write sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    path = url.removeprefix("sqlite:///").split("?")[0]
     if path and path != ":memory:":
-        folder = Path(path).parent
-        if not folder.is_dir():
-            raise StorageError(
-                f"cannot open storage {url}: folder {str(folder)!r} does not exist; create it"
-            )
+        _check_sqlite_file(url, Path(path), create)
         _enable_wal(path)
     storage = _rdb_storage(url, {"connect_args": {"timeout": 60}}, heartbeat)
     _sync_normal(storage)
     return storage
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_OPTUNA_TABLES = frozenset({"studies", "version_info", "alembic_version"})
+
+
+def _check_sqlite_file(url: str, path: Path, create: bool) -> None:
+    """StorageError unless ``path`` is a new file in an existing folder (when ``create``) or an
+    SQLite database that is empty or has Optuna's tables; nothing is written to check."""
+    if path.is_dir():
+        raise StorageError(f"storage {url}: {str(path)!r} is a folder; name a .db file in it")
+    if not path.exists():
+        if not create:
+            raise StorageError(
+                f"storage {url}: {str(path)!r} does not exist; check --storage (or run a study "
+                "first)"
+            )
+        if not path.parent.is_dir():
+            raise StorageError(
+                f"cannot open storage {url}: folder {str(path.parent)!r} does not exist; create it"
+            )
+        return
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as error:
+        raise StorageError(f"storage {url}: cannot read it ({error.strerror}); check it") from None
+    if not header:
+        return  # an empty file: SQLite makes a new database of it
+    if header != _SQLITE_HEADER:
+        raise StorageError(
+            f"storage {url}: {str(path)!r} is not an SQLite database; name another file"
+        )
+    tables = _sqlite_tables(path)
+    if tables and not tables & _OPTUNA_TABLES:
+        raise StorageError(
+            f"storage {url}: {str(path)!r} is another program's SQLite database (tables "
+            f"{', '.join(sorted(tables)[:5])}); name another file, hpsearch will not change it"
+        )
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    """The table names of an SQLite file, read-only."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as connection:
+            rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            return {str(row[0]) for row in rows}
+    except sqlite3.DatabaseError as error:
+        raise StorageError(
+            f"storage {path}: cannot read it as SQLite ({error}); check it"
+        ) from None
 
 
 def _sync_normal(storage: RDBStorage) -> None:

@@ -210,6 +210,14 @@ def trial_states_above(
         return [(trial_id, state) for trial_id, state in rows.order_by(trial.trial_id).all()]
 
 
+def stale_trial_ids(storage: BaseStorage, study_id: int) -> list[int] | None:
+    """Ids of the study's RUNNING trials whose heartbeat stopped more than the grace period ago
+    (``_get_stale_trial_ids`` of Optuna's heartbeat stores); None when not available (the
+    public fallback is ``optuna.storages.fail_stale_trials``, which records no reason)."""
+    find = None if public_only() else getattr(storage, "_get_stale_trial_ids", None)
+    return None if find is None else [int(trial_id) for trial_id in find(study_id)]
+
+
 def orphan_trial_ids(storage: RDBStorage, study_id: int, grace_s: float) -> list[int]:
     """Ids of the study's RUNNING trials with no heartbeat row that started more than
     ``grace_s`` seconds ago (no public equivalent: Optuna exposes no heartbeat rows)."""

@@ -6,10 +6,10 @@ from hpsearch.tracking.base import (
     DEFAULT_TRACKING_URI,
     NullTracker,
     Session,
-    Terminated,
     Tracker,
     TrialRun,
     describe_interruption,
+    describe_signal,
 )
 from hpsearch.tracking.mlflow_tracker import (
     MlflowTracker,
@@ -23,10 +23,10 @@ __all__ = [
     "MlflowTracker",
     "NullTracker",
     "Session",
-    "Terminated",
     "Tracker",
     "TrialRun",
     "describe_interruption",
+    "describe_signal",
     "experiment_url",
     "mlflow_hint",
     "tracking_uri_from_env",

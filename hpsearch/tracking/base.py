@@ -73,8 +73,8 @@ class Tracker(ABC):
     @contextmanager
     def tracking(self, study: Any, spec: Any) -> Iterator[Session]:
         """``open_study`` ... ``close_study`` around a block of trials; an exception out of the
-        block (Ctrl-C, SIGTERM raised as ``Terminated``, an error) closes the open runs with
-        its description, as does a reason set on the session."""
+        block (Ctrl-C, an error) closes the open runs with its description, as does a reason
+        set on the session (a signal the block handled itself)."""
         session = Session()
         self.open_study(study, spec)
         try:
@@ -93,21 +93,17 @@ class Session:
     interrupted: str | None = None
 
 
-class Terminated(KeyboardInterrupt):
-    """A stop signal (SIGTERM) raised in the main thread the way Ctrl-C raises
-    KeyboardInterrupt, so that what cleans up after Ctrl-C cleans up after it too."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+def describe_signal(signum: int) -> str:
+    """``SIGINT (Ctrl-C)`` or the signal's name (``SIGTERM``)."""
+    if signum == signal.SIGINT:
+        return "SIGINT (Ctrl-C)"
+    return signal.Signals(signum).name
 
 
 def describe_interruption(error: BaseException) -> str:
-    """``SIGTERM``, ``SIGINT (Ctrl-C)`` or the error's type and first line."""
-    if isinstance(error, Terminated):
-        return signal.Signals(error.signum).name
+    """``SIGINT (Ctrl-C)`` for KeyboardInterrupt, else the error's type and first line."""
     if isinstance(error, KeyboardInterrupt):
-        return "SIGINT (Ctrl-C)"
+        return describe_signal(signal.SIGINT)
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hpsearch.storage import mask_url
+from hpsearch.storage import mask_secrets, mask_url
 from hpsearch.tracking import study_run
 from hpsearch.tracking.base import DEFAULT_TRACKING_URI, Tracker, TrialRun
 from hpsearch.tracking.writer import BackgroundWriter
@@ -131,7 +131,7 @@ class MlflowTracker(Tracker):
                 "MLflow tracking at %s is off for this process: %s failed (%s)",
                 mask_url(self.tracking_uri),
                 what,
-                str(error).splitlines()[0] if str(error) else type(error).__name__,
+                _first_line(mask_secrets(str(error), self.tracking_uri)) or type(error).__name__,
             )
             return None
 
@@ -540,6 +540,11 @@ def _run_note(state: str, reason: str | None, feasible: bool | None) -> str:
         return f"**Complete**{kind}"
     word = {"PRUNED": "Pruned", "FAIL": "Failed"}.get(state, state.title())
     return f"**{word}**: {reason}" if reason else f"**{word}**"
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def _finite(value: float) -> float:

@@ -7,6 +7,7 @@ A trainer is named in a spec either by its registry name (``cvfp``) or as
 from __future__ import annotations
 
 import importlib
+import re
 
 from hpsearch.errors import TrainerError
 from hpsearch.trainers.base import Trainer
@@ -18,6 +19,14 @@ _BUILTIN: dict[str, str] = {
     "lvm": "hpsearch.trainers.lvm:LvmTrainer",
     "fep": "hpsearch.trainers.fep:FepTrainer",
 }
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def register_trainer(name: str, target: str) -> None:
@@ -39,12 +48,22 @@ def get_trainer_class(name: str) -> type[Trainer]:
             "or 'package.module:Class' for your own Trainer subclass"
         )
     module_name, _, class_name = target.partition(":")
+    if not (_DOTTED.fullmatch(module_name) and class_name.isidentifier()):
+        raise TrainerError(
+            f"trainer {name[:200]!r} is not 'package.module:Class' (an absolute module path, "
+            "a colon, a class name); fix the trainer: entry"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise TrainerError(
-            f"trainer {name!r}: cannot import module {module_name!r} ({error}); "
+            f"trainer {name!r}: cannot import module {module_name!r} ({_first_line(error)}); "
             "check the module path and that it is on PYTHONPATH"
+        ) from None
+    except (Exception, SystemExit) as error:  # the module itself fails on import
+        raise TrainerError(
+            f"trainer {name!r}: importing module {module_name!r} failed with "
+            f"{type(error).__name__}: {_first_line(error)}; fix that module"
         ) from None
     trainer_class = getattr(module, class_name, None)
     if not (isinstance(trainer_class, type) and issubclass(trainer_class, Trainer)):

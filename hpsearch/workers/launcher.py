@@ -48,6 +48,9 @@ class Slot:
         return {"CUDA_VISIBLE_DEVICES": self.gpu or "", "HPSEARCH_WORKER_SLOT": self.name}
 
 
+USAGE_EXIT_CODE = 2  # what hpsearch exits with on bad input (and a worker stopped by its trainer)
+
+
 def plan_slots(gpus: str | None, per_gpu: int = 1, cpu_workers: int | None = None) -> list[Slot]:
     """Worker slots: ``per_gpu`` per GPU id in ``gpus`` ("0,1,3", or "all" for every visible
     GPU), or ``cpu_workers`` CPU workers; with neither, every visible GPU."""
@@ -195,6 +198,13 @@ class Launcher:
         if code == 0 or self._signal is not None:
             process.done = True
             self.log(f"worker {name} exited with code {code}")
+        elif code == USAGE_EXIT_CODE:  # bad input or a broken trainer: a restart cannot help
+            process.done = True
+            self._gave_up.append(name)
+            self.log(
+                f"worker {name} exited with code {code} (bad input, or the trainer fails trial "
+                "after trial: see its last line); not restarted"
+            )
         elif process.restarts < self.max_restarts:
             process.restarts += 1
             process.restart_at = time.monotonic() + self.restart_delay * process.restarts
@@ -322,6 +332,7 @@ def fail_trials_of_dead_workers(study: optuna.Study, pids: Iterable[int]) -> lis
             continue
         trial_id = frozen_trial_id(study, trial)
         storage.set_trial_user_attr(trial_id, "fail_reason", "worker process died")
+        storage.set_trial_user_attr(trial_id, "failure_class", "infrastructure")
         try:
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue

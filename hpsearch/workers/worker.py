@@ -28,11 +28,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
 from hpsearch.objectives import TrialFailed, build_objective
-from hpsearch.runner import create_study, make_tracker
+from hpsearch.objectives.attrs import set_user_attrs
+from hpsearch.objectives.failures import FAILURE_CLASS_ATTR
+from hpsearch.runner import create_study, make_tracker, with_trial_timeout
 from hpsearch.search_spaces import StudySpec, load_spec
 from hpsearch.storage import MAX_RETRY, default_storage_url, is_transient_error
 from hpsearch.storage.internals import storage_of, trial_id_of
-from hpsearch.storage.orphans import ORPHAN_REASON, fail_orphaned_trials
+from hpsearch.storage.stale import (
+    ORPHAN_REASON,
+    fail_orphaned_trials,
+    fail_stale_trials,
+)
+from hpsearch.tracking import describe_signal
 from hpsearch.workers.budget import BudgetCounter, count_trials, release_trial
 
 logger = logging.getLogger("hpsearch.workers")
@@ -44,11 +51,14 @@ T = TypeVar("T")
 POLL_S = 0.5  # how often a worker waiting on other workers' running trials looks again
 STORAGE_PATIENCE_S = 120.0  # how long a worker retries a store that does not answer
 MAX_CONSECUTIVE_ERRORS = 5  # unexpected errors in a row before the worker gives up
+MAX_FAILURES_IN_A_ROW = 5  # trainer errors / out-of-memory failures in a row: the worker stops
+STREAK_CLASSES = ("trainer_error", "out_of_memory")  # failures that say the code or device is bad
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class WorkerError(HpsearchError):
-    """A worker gave up: its trials keep failing with unexpected errors."""
+    """A worker gave up: its trials keep failing with unexpected errors, or the trainer fails
+    (or runs out of memory) trial after trial."""
 
 
 class StopRequested(BaseException):
@@ -84,7 +94,9 @@ class WorkerResult:
 
 class Worker:
     """Runs ``objective`` on trials of ``study`` until ``budget`` trials of the study have
-    finished (None: until stopped), ``timeout`` seconds have passed, or a signal arrives."""
+    finished (None: until stopped), this worker has run ``max_trials`` trials, ``timeout``
+    seconds have passed, or a signal arrives. ``max_failures_in_a_row`` trials in a row that
+    fail with a trainer error or out of memory stop it with a ``WorkerError``."""
 
     def __init__(
         self,
@@ -95,6 +107,9 @@ class Worker:
         timeout: float | None = None,
         report: Report | None = None,
         poll_s: float = POLL_S,
+        max_trials: int | None = None,
+        reseed: bool = True,
+        max_failures_in_a_row: int = MAX_FAILURES_IN_A_ROW,
     ) -> None:
         self.study = study
         self.objective = objective
@@ -109,13 +124,19 @@ class Worker:
         self._in_trial = False
         self._errors_in_a_row = 0
         self._waiting = False
+        self.max_trials = max_trials
+        self.reseed = reseed
+        self.max_failures_in_a_row = max_failures_in_a_row
+        self._failures_in_a_row: list[str] = []  # reasons of the current streak
+        self._last_class: str | None = None
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> WorkerResult:
         """Run trials until the budget is met, the timeout passes or a signal arrives."""
         started = time.monotonic()
-        self.study.sampler.reseed_rng()  # workers built from one seeded spec must not sample alike
+        if self.reseed:  # workers built from one seeded spec must not sample alike
+            self.study.sampler.reseed_rng()
         with self._stop_on_signals():
             while not self._should_stop(started):
                 self._fail_stale_trials()
@@ -138,12 +159,37 @@ class Worker:
         if self.timeout is not None and time.monotonic() - started >= self.timeout:
             self.result.stopped_because = "timeout"
             return True
+        if self.max_trials is not None and self.result.trials_run >= self.max_trials:
+            self.result.stopped_because = f"ran {self.result.trials_run} trials"
+            return True
+        if len(self._failures_in_a_row) >= self.max_failures_in_a_row:
+            raise WorkerError(self._streak_message())
         if self._errors_in_a_row >= MAX_CONSECUTIVE_ERRORS:
             raise WorkerError(
                 f"{self._errors_in_a_row} trials in a row failed with unexpected errors "
                 "(see the log above); fix the cause and start the worker again"
             )
         return False
+
+    def _streak_message(self) -> str:
+        count, last = len(self._failures_in_a_row), self._failures_in_a_row[-1]
+        if self._last_class == "out_of_memory":
+            return (
+                f"{count} trials in a row ran out of memory (last: {last}); shrink the space "
+                "(model or batch size) or use a device with more memory, then start again"
+            )
+        return (
+            f"{count} trials in a row failed in the trainer (last: {last}); the trainer's "
+            "code is broken, not the trials: fix it and start again"
+        )
+
+    def _count_failure(self, failure_class: str | None, reason: str) -> None:
+        """Extend the streak of trainer errors / out-of-memory failures, or end it."""
+        if failure_class in STREAK_CLASSES:
+            self._failures_in_a_row.append(reason)
+            self._last_class = failure_class
+        else:
+            self._failures_in_a_row.clear()
 
     def _budget_allows_a_trial(self) -> bool:
         """True when a new trial fits the budget; else waits a little (False), or marks the
@@ -191,7 +237,8 @@ class Worker:
             state, values, note = self._evaluate(trial)
         if self._signal is not None and state == TrialState.FAIL:
             note = f"worker stopped by {signal.Signals(self._signal).name}"
-            self._storage_call(trial.set_user_attr, "fail_reason", note)
+            stopped = {"fail_reason": note, FAILURE_CLASS_ATTR: "infrastructure"}
+            self._storage_call(set_user_attrs, trial, stopped)
         frozen = self._tell(trial, state, values)
         self.result.states[frozen.state.name.lower()] += 1
         shown = _format_values(frozen.values) if frozen.values else note
@@ -216,15 +263,18 @@ class Worker:
             return TrialState.FAIL, None, "stopped"
         except optuna.TrialPruned as pruned:
             self._errors_in_a_row = 0
+            self._count_failure(None, "")
             return TrialState.PRUNED, None, str(pruned)
         except TrialFailed as failed:
             self._errors_in_a_row = 0
+            self._count_failure(failed.failure_class, str(failed))
             return TrialState.FAIL, None, str(failed)
         except Exception as error:  # the next trial may well work: log, count, go on
             self._errors_in_a_row += 1
             logger.warning("trial %d failed: %r", trial.number, error, exc_info=True)
             return TrialState.FAIL, None, f"{type(error).__name__}: {error}"
         self._errors_in_a_row = 0
+        self._count_failure(None, "")
         return TrialState.COMPLETE, values, ""
 
     def _tell(self, trial: optuna.Trial, state: TrialState, values: Any) -> FrozenTrial:
@@ -247,10 +297,9 @@ class Worker:
         """Fail the RUNNING trials whose heartbeat stopped (dead workers), or that never
         recorded one within the grace period, and enqueue their retries; a no-op on stores
         without heartbeats."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._storage_call(optuna.storages.fail_stale_trials, self.study)
-        orphans = self._storage_call(fail_orphaned_trials, self.study)
+        retry = retry_callback(self.study)
+        self._storage_call(fail_stale_trials, self.study, retry)
+        orphans = self._storage_call(fail_orphaned_trials, self.study, retry)
         if orphans:
             self.report(f"failed and re-queued trial(s) {orphans}: {ORPHAN_REASON}")
 
@@ -382,11 +431,13 @@ def run_worker(
     track: bool = True,
     tracking_uri: str | None = None,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
     report: Report | None = None,
 ) -> WorkerResult:
     """Run trials of a spec's study until ``n_trials`` trials of the study have finished across
-    all its workers (None: until stopped or ``timeout``); the study is created if missing."""
-    spec = load_spec(spec)
+    all its workers (None: until stopped or ``timeout``); the study is created if missing.
+    ``trial_timeout`` overrides the spec's per-trial time limit."""
+    spec = with_trial_timeout(load_spec(spec), trial_timeout)
     study = ensure_study(spec, storage or default_storage_url(), study_name)
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study.study_name, device=device)
@@ -394,5 +445,5 @@ def run_worker(
     with tracker.tracking(study, spec) as session:
         result = worker.run()
         if result.signal is not None:
-            session.interrupted = f"worker stopped by {signal.Signals(result.signal).name}"
+            session.interrupted = f"worker stopped by {describe_signal(result.signal)}"
     return result

@@ -30,6 +30,7 @@ from worker_helpers import (
 
 from hpsearch.runner import create_study
 from hpsearch.search_spaces import load_spec
+from hpsearch.storage.stale import STALE_REASON
 from hpsearch.workers import count_trials
 
 SHORT_HEARTBEAT = {"HPSEARCH_HEARTBEAT_S": "1", "HPSEARCH_GRACE_S": "3"}
@@ -59,6 +60,8 @@ def test_a_killed_workers_trial_is_failed_and_retried_with_the_same_params(
     trials = assert_exactly_finished(load(postgres_url, unique_name), n_trials)
     killed = trials[killed_number]
     assert killed.state == TrialState.FAIL
+    assert killed.user_attrs["fail_reason"] == STALE_REASON
+    assert killed.user_attrs["failure_class"] == "infrastructure"
     assert killed.datetime_complete is not None
     assert killed.datetime_complete - killed_at >= datetime.timedelta(seconds=1.5)  # the grace
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
