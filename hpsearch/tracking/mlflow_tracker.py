@@ -202,7 +202,7 @@ class MlflowTracker(Tracker):
         client = self.client
         run = client.get_run(record.parent_run_id)
         if run.info.status != "RUNNING":
-            client.update_run_info(record.parent_run_id, "RUNNING", end_time=None, run_name=None)
+            client.update_run(record.parent_run_id, status="RUNNING")
         missing = {
             key: value
             for key, value in study_run.spec_params(spec).items()
