@@ -6,7 +6,9 @@ default). Sides run in interleaved rounds; figures are medians of per-trial wall
 opening the study store to the end of ``hpsearch.run`` (which waits until every MLflow write is
 done). A second pair of sides gives each epoch 20 ms of (sleeping) work. Wall time on a shared
 machine is noisy, so the process CPU time per trial (all threads: MLflow's background writes
-included) is printed too. Last, the cost of one ``log_epoch`` call on the hot path (the only
+included) is printed too, and the steady per-trial cadence: the median time between the starts
+of consecutive trials, which leaves out what a run does once (opening the study's MLflow run,
+the final summary and plots, waiting for the last writes). Last, the cost of one ``log_epoch`` call on the hot path (the only
 tracking call an epoch makes), timed over many calls on a real run.
 
     python bench/mlflow_cost.py --trials 40 --rounds 3
@@ -73,7 +75,9 @@ def spec(work_s: float) -> Any:
     )
 
 
-def time_run(url: str, trials: int, work_s: float, mlflow_uri: str | None) -> tuple[float, float]:
+def time_run(
+    url: str, trials: int, work_s: float, mlflow_uri: str | None
+) -> tuple[float, float, float]:
     """Per-trial seconds; a new MLflow store's tables are created before the clock starts."""
     study_spec = spec(work_s)
     if mlflow_uri is not None:
@@ -81,10 +85,13 @@ def time_run(url: str, trials: int, work_s: float, mlflow_uri: str | None) -> tu
 
         mlflow.MlflowClient(mlflow_uri).search_experiments()
     start, cpu = time.perf_counter(), time.process_time()
-    hpsearch.run(
+    study = hpsearch.run(
         study_spec, trials, storage=url, track=mlflow_uri is not None, tracking_uri=mlflow_uri
     )
-    return (time.perf_counter() - start) / trials, (time.process_time() - cpu) / trials
+    wall, cpu = (time.perf_counter() - start) / trials, (time.process_time() - cpu) / trials
+    starts = sorted(trial.datetime_start for trial in study.trials if trial.datetime_start)
+    gaps = [(b - a).total_seconds() for a, b in zip(starts[2:], starts[3:], strict=False)]
+    return wall, cpu, statistics.median(gaps)
 
 
 def time_log_epoch(mlflow_uri: str, calls: int = 20000) -> float:
@@ -109,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sides: dict[str, list[tuple[float, float]]] = {}
+    sides: dict[str, list[tuple[float, float, float]]] = {}
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -127,18 +134,21 @@ def main() -> None:
                     )
         epoch_s = time_log_epoch(f"sqlite:///{root / 'log-epoch.db'}")
     medians = {
-        name: (statistics.median(t[0] for t in values), statistics.median(t[1] for t in values))
+        name: tuple(statistics.median(t[i] for t in values) for i in range(3))
         for name, values in sides.items()
     }
     print(f"{args.trials} trials x {args.rounds} rounds per side, {EPOCHS} epochs, SQLite, medians")
-    print(f"{'side':<28}{'ms/trial':>10}{'vs off':>9}{'added ms':>10}{'CPU ms':>9}{'vs off':>9}")
+    print(
+        f"{'side':<28}{'ms/trial':>9}{'vs off':>8}{'CPU ms':>8}{'vs off':>8}"
+        f"{'cadence ms':>11}{'vs off':>8}"
+    )
     for kind in ("no-op", f"{EPOCH_WORK_S * 1000:.0f} ms epochs"):
-        off, off_cpu = medians[f"{kind}, no MLflow"]
+        off = medians[f"{kind}, no MLflow"]
         for name in (f"{kind}, no MLflow", f"{kind}, MLflow"):
-            seconds, cpu = medians[name]
+            side = medians[name]
             print(
-                f"{name:<28}{seconds * 1000:10.1f}{seconds / off:8.2f}x"
-                f"{(seconds - off) * 1000:10.1f}{cpu * 1000:9.1f}{cpu / off_cpu:8.2f}x"
+                f"{name:<28}"
+                + "".join(f"{v * 1000:9.1f}{v / o:7.2f}x" for v, o in zip(side, off, strict=True))
             )
     print(f"log_epoch (2 metrics), the only tracking call in an epoch: {epoch_s * 1e6:.1f} us")
 
