@@ -8,8 +8,9 @@ done). A second pair of sides gives each epoch 20 ms of (sleeping) work. Wall ti
 machine is noisy, so the process CPU time per trial (all threads: MLflow's background writes
 included) is printed too, and the steady per-trial cadence: the median time between the starts
 of consecutive trials, which leaves out what a run does once (opening the study's MLflow run,
-the final summary and plots, waiting for the last writes). Last, the cost of one ``log_epoch`` call on the hot path (the only
-tracking call an epoch makes), timed over many calls on a real run.
+the final summary and plots, waiting for the last writes). Last, the cost of one ``log_epoch``
+call on the hot path (the only tracking call an epoch makes), timed over many calls on a real
+run.
 
     python bench/mlflow_cost.py --trials 40 --rounds 3
 """
@@ -17,6 +18,7 @@ tracking call an epoch makes), timed over many calls on a real run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -90,7 +92,7 @@ def time_run(
     )
     wall, cpu = (time.perf_counter() - start) / trials, (time.process_time() - cpu) / trials
     starts = sorted(trial.datetime_start for trial in study.trials if trial.datetime_start)
-    gaps = [(b - a).total_seconds() for a, b in zip(starts[2:], starts[3:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts[2:])]
     return wall, cpu, statistics.median(gaps)
 
 
