@@ -179,7 +179,7 @@ def test_a_failed_trial_shows_failed_with_its_reason(logged: Logged, page: Any) 
     assert page.get_by_text("Failed", exact=True).first.is_visible()  # the status
     assert page.get_by_text("RuntimeError: toy crash at epoch 3").first.is_visible()
     assert page.get_by_text("Parent run").first.is_visible()
-    assert page.get_by_role("link", name="study", exact=True).count() >= 1
+    page.get_by_role("link", name="study", exact=True).first.wait_for(state="attached")
     page.screenshot(path=logged.shots / "failed_trial.png", full_page=True)
 
 
