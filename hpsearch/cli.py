@@ -204,6 +204,17 @@ def run(
     counts = _state_counts(study)
     click.echo(f"study {study.study_name!r} in {mask_url(url)}: {counts}")
     click.echo(best_table(best_configs(study.study_name, url)))
+    click.echo(_where_to_look(url, study.study_name if not no_mlflow else None))
+
+
+def _where_to_look(url: str, tracked_study: str | None) -> str:
+    """The commands that show the study in a browser (both serve on 127.0.0.1)."""
+    from hpsearch.tracking import mlflow_hint
+
+    lines = [f"  optuna-dashboard: hpsearch dashboard --storage {mask_url(url)}"]
+    if tracked_study is not None:
+        lines.append(f"  {mlflow_hint(study_name=tracked_study)}")
+    return "Look at it in a browser:\n" + "\n".join(lines)
 
 
 def set_torch_threads(threads: int | None) -> None:
@@ -652,7 +663,13 @@ def launch(
     )
     budget = f"{n_trials} trials" if n_trials else "no trial budget"
     launcher.log(f"study {name!r} in {mask_url(url)}: {len(slots)} worker(s), {budget}")
-    code = launcher.run()
+    from hpsearch.runner import make_tracker
+    from hpsearch.tracking import describe_signal
+
+    with make_tracker(not no_mlflow).tracking(study, load_spec(spec)) as session:
+        code = launcher.run()  # then the study's final summary goes to its MLflow run
+        if code > 128:
+            session.interrupted = f"launch stopped by {describe_signal(code - 128)}"
     launcher.log(f"study {name!r}: {_state_counts(study)}")
     ctx.exit(code)
 

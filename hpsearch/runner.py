@@ -6,9 +6,7 @@ import json
 import logging
 import math
 import signal
-import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -38,7 +36,7 @@ from hpsearch.search_spaces import FloatParam, IntParam, StudySpec, load_spec
 from hpsearch.search_spaces.schema import ParamSpec, study_name_problem
 from hpsearch.search_spaces.validate import check_against_trainer
 from hpsearch.storage import default_storage_url, open_storage
-from hpsearch.tracking import MlflowTracker, NullTracker, Tracker
+from hpsearch.tracking import MlflowTracker, NullTracker, Tracker, describe_signal
 
 if TYPE_CHECKING:
     from hpsearch.workers.worker import WorkerResult
@@ -195,12 +193,13 @@ def run_trials(
         report=report or (lambda _line: None),
         reseed=False,  # one process: a seeded spec gives the same trials every time
     )
-    try:
-        result = worker.run()
-    finally:
-        figures.flush(study)
-    if result.signal is None:
-        log_pareto_plot(study, tracker)
+    with tracker.tracking(study, spec) as session:  # the study's MLflow run, closed at the end
+        try:
+            result = worker.run()
+        finally:
+            figures.flush(study)
+        if result.signal is not None:
+            session.interrupted = describe_signal(result.signal)
     return study, result
 
 
@@ -253,28 +252,3 @@ def try_config(
         run=NullTracker().start_trial(spec.name, None, params, {}),
         device=pick_device(device),
     )
-
-
-def log_pareto_plot(study: optuna.Study, tracker: Tracker) -> None:
-    """Attach the Pareto-front plot (2 or 3 objectives) to the study's MLflow experiment."""
-    if isinstance(tracker, NullTracker) or len(study.directions) not in (2, 3):
-        return
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-        from optuna.visualization.matplotlib import plot_pareto_front
-
-        with quiet_experimental():
-            axes: Any = plot_pareto_front(study, include_dominated_trials=True)
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "pareto_front.png"
-            axes.figure.savefig(path, dpi=100, bbox_inches="tight")
-            pyplot.close(axes.figure)
-            tracker.log_study_artifact(study.study_name, "pareto_front", str(path))
-    except Exception as error:  # a plot must never fail a study
-        logger.warning("could not plot the Pareto front: %s", error)

@@ -51,6 +51,8 @@ def test_run_best_studies_on_the_embedded_defaults(tmp_path: Path, toy_yaml: Pat
     result = hpsearch("run", str(toy_yaml), "--trials", "4", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "study 'toy' in sqlite:///hpsearch.db: 4 complete" in result.stdout
+    assert "hpsearch dashboard --storage sqlite:///hpsearch.db" in result.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in result.stdout
     assert (tmp_path / "hpsearch.db").exists() and (tmp_path / "mlflow.db").exists()
 
     table = hpsearch("best", str(toy_yaml), cwd=tmp_path)
@@ -69,7 +71,13 @@ def test_run_best_studies_on_the_embedded_defaults(tmp_path: Path, toy_yaml: Pat
     } <= set(configs[0])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["toy"])
-    assert len(runs) == 4
+    assert sorted(runs["tags.mlflow.runName"]) == [
+        "study",
+        "trial-0",
+        "trial-1",
+        "trial-2",
+        "trial-3",
+    ]
     assert set(runs["run_id"]) >= {config["mlflow_run_id"] for config in configs}
 
     studies = hpsearch("studies", cwd=tmp_path)

@@ -119,7 +119,14 @@ class SpecObjective:
         )
         attrs = {**record.attrs(), **self._hypervolume_attrs(trial, outcome, run)}
         record_outcome(trial, outcome, attrs, record.system_attrs())
-        run.finish(outcome.state, outcome.values, outcome.final_metrics, _artifacts(outcome))
+        run.finish(
+            outcome.state,
+            outcome.values,
+            outcome.final_metrics,
+            _artifacts(outcome),
+            reason=outcome.reason,
+            feasible=outcome.feasible if outcome.state == "COMPLETE" else None,
+        )
         return self._result(trial, outcome)
 
     def _epoch_hook(self, trial: optuna.Trial, record: EpochRecord) -> EpochHook:

@@ -1,29 +1,51 @@
-"""MLflow tracking on MLflow's client API: one experiment per study, one run per trial.
+"""MLflow tracking on MLflow's client API: one experiment per study, one parent run per study
+(``study_run.py``) and one nested child run per trial.
 
-Per-epoch metrics are buffered and sent with ``log_batch`` every ``flush_every`` epochs and at
-the end; rule events, the metrics history and any trainer report are JSON artifacts. Every
-call is guarded: an unreachable tracking server is one warning, then the trial goes on
-untracked.
+What a trial waits for: creating its run (one call; its id goes on the Optuna trial). Its
+params, per-epoch metrics (buffered, sent every ``flush_interval_s`` and at the end), final
+values, tags, JSON artifacts (one upload of a folder) and the end of the run are written by a
+background thread (``writer.py``), as are the parent run's summary and plots, refreshed at most
+every ``refresh_interval_s`` seconds (longer when a refresh is slow) and at ``close_study``.
+
+Run status: COMPLETE -> FINISHED, PRUNED -> FINISHED with tag ``state = PRUNED`` (as Optuna's
+own MLflow callback does: pruning is a normal end of a trial), FAIL -> FAILED, a run left open
+by Ctrl-C / SIGTERM -> KILLED. Every run's tag ``stop_reason`` and description say why a trial
+stopped early; tag ``feasible`` is true / false for a complete trial, unknown otherwise.
+
+Every call is guarded: an unreachable tracking server is one warning, then the process goes
+on untracked.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import json
 import logging
 import math
 import os
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hpsearch.storage import mask_secrets, mask_url
+from hpsearch.tracking import study_run
 from hpsearch.tracking.base import DEFAULT_TRACKING_URI, Tracker, TrialRun
+from hpsearch.tracking.writer import BackgroundWriter
 
 logger = logging.getLogger("hpsearch.tracking")
 T = TypeVar("T")
 
-_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+INTERRUPTED_STATUS = "KILLED"
 MAX_PARAM_LENGTH = 6000
-SUMMARY_SUFFIX = ".summary"
+MAX_TAG_LENGTH = 8000
+BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-call limits
+DRAIN_TIMEOUT_S = 120.0
 
 
 def tracking_uri_from_env() -> str:
@@ -31,18 +53,72 @@ def tracking_uri_from_env() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-class MlflowTracker(Tracker):
-    """Tracks trials in MLflow at ``tracking_uri`` (default: ``tracking_uri_from_env()``)."""
+def experiment_url(server: str, experiment_id: str) -> str:
+    """The page of an experiment's runs. MLflow 3.17's UI opens experiments on its GenAI view
+    unless the URL (or the toggle at the top left, remembered by the browser) says otherwise;
+    the experiment tag ``mlflow.experimentKind`` alone does not switch it."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
-    def __init__(self, tracking_uri: str | None = None, *, flush_every: int = 5) -> None:
+
+def mlflow_hint(tracking_uri: str | None = None, study_name: str | None = None) -> str:
+    """Where a person looks at the runs: the server's page of the study's runs, or the
+    ``mlflow ui`` command that serves a database or folder store (on 127.0.0.1) and the page."""
+    uri = tracking_uri or tracking_uri_from_env()
+    experiment_id = _experiment_id_or_none(uri, study_name)
+    if uri.startswith(("http://", "https://")):
+        server = mask_url(uri)
+        return f"MLflow: {experiment_url(server, experiment_id) if experiment_id else server}"
+    local = "http://127.0.0.1:5000"
+    page = experiment_url(local, experiment_id) if experiment_id else local
+    return f"MLflow: mlflow ui --backend-store-uri {mask_url(uri)}, then open {page}"
+
+
+def _experiment_id_or_none(tracking_uri: str, study_name: str | None) -> str | None:
+    if study_name is None:
+        return None
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiment = MlflowClient(tracking_uri).get_experiment_by_name(study_name)
+    except Exception:  # a hint is never worth an error
+        return None
+    return str(experiment.experiment_id) if experiment is not None else None
+
+
+@dataclass
+class StudyRecord:
+    experiment_id: str
+    parent_run_id: str
+
+
+class MlflowTracker(Tracker):
+    """Tracks a study and its trials in MLflow at ``tracking_uri`` (default:
+    ``tracking_uri_from_env()``)."""
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        *,
+        flush_interval_s: float = 5.0,
+        refresh_interval_s: float = 10.0,
+    ) -> None:
         # Fail fast on a dead server instead of MLflow's minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.tracking_uri = tracking_uri or tracking_uri_from_env()
-        self.flush_every = flush_every
-        self._client: Any = None
-        self._experiments: dict[str, str] = {}
+        self.flush_interval_s = flush_interval_s
+        self.refresh_interval_s = refresh_interval_s
         self.disabled = False
+        self._client: Any = None
+        self._records: dict[str, StudyRecord] = {}
+        self._record_lock = threading.Lock()
+        self._open_runs: dict[str, MlflowTrialRun] = {}
+        self._writer = BackgroundWriter()  # the trials' writes, in order
+        self._summary_writer = BackgroundWriter("hpsearch-mlflow-summary")  # never delays them
+        self._summary = _SummaryRefresher(self)
+        atexit.register(self._drain_at_exit)
+
+    # -- plumbing -------------------------------------------------------------------------------
 
     def _guard(self, what: str, call: Callable[[], T]) -> T | None:
         if self.disabled:
@@ -59,6 +135,31 @@ class MlflowTracker(Tracker):
             )
             return None
 
+    def submit(self, what: str, write: Callable[[], None]) -> None:
+        """Run ``write`` (guarded) in the background thread, after what was submitted before."""
+        if not self.disabled:
+            self._writer.submit(lambda: self._guard(what, write))
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait until every queued write is done."""
+        deadline = time.monotonic() + timeout_s
+        done = all(
+            writer.drain(max(0.0, deadline - time.monotonic()))
+            for writer in (self._writer, self._summary_writer)
+        )
+        if not done:
+            logger.warning(
+                "MLflow at %s: %d write(s) still pending after %.0f s; giving up on them",
+                mask_url(self.tracking_uri),
+                self._writer.pending + self._summary_writer.pending,
+                timeout_s,
+            )
+        return done
+
+    def _drain_at_exit(self) -> None:
+        if self._writer.pending or self._summary_writer.pending:
+            self.drain()
+
     @property
     def client(self) -> Any:
         if self._client is None:
@@ -67,18 +168,86 @@ class MlflowTracker(Tracker):
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
+    # -- the study ------------------------------------------------------------------------------
+
+    def study_record(self, study_name: str, spec: Any = None) -> StudyRecord:
+        """The study's experiment and parent run, found or created once per process."""
+        with self._record_lock:
+            if study_name not in self._records:
+                description = study_run.experiment_description(study_name, spec)
+                experiment_id, created = study_run.ensure_experiment(
+                    self.client, study_name, description
+                )
+                parent = study_run.find_or_create_parent(
+                    self.client, experiment_id, study_name, created
+                )
+                self._records[study_name] = StudyRecord(experiment_id, parent)
+            return self._records[study_name]
+
     def experiment_id(self, study_name: str) -> str:
-        if study_name not in self._experiments:
-            experiment = self.client.get_experiment_by_name(study_name)
-            if experiment is None:
-                try:
-                    experiment_id = self.client.create_experiment(study_name)
-                except Exception:  # another worker created it first
-                    experiment_id = self.client.get_experiment_by_name(study_name).experiment_id
-            else:
-                experiment_id = experiment.experiment_id
-            self._experiments[study_name] = experiment_id
-        return self._experiments[study_name]
+        return self.study_record(study_name).experiment_id
+
+    def open_study(self, study: Any, spec: Any) -> None:
+        """Find or create the study's parent run, mark it RUNNING, log the spec on it, and
+        refresh its summary as trials end."""
+        record = self._guard(
+            "find the study's run", lambda: self.study_record(study.study_name, spec)
+        )
+        if record is None:
+            return
+        self._summary.watch(study, spec, record)
+        self.submit("open the study's run", lambda: self._open_parent(record, spec))
+
+    def _open_parent(self, record: StudyRecord, spec: Any) -> None:
+        client = self.client
+        run = client.get_run(record.parent_run_id)
+        if run.info.status != "RUNNING":
+            client.update_run(record.parent_run_id, status="RUNNING")
+        missing = {
+            key: value
+            for key, value in study_run.spec_params(spec).items()
+            if key not in run.data.params
+        }
+        if missing:
+            self._log_batch(record.parent_run_id, params=_params(missing))
+        if "spec.json" not in {info.path for info in client.list_artifacts(record.parent_run_id)}:
+            client.log_dict(record.parent_run_id, spec.model_dump(mode="json"), "spec.json")
+
+    def close_study(self, study: Any, interrupted: str | None = None) -> None:
+        """Close the runs left open (KILLED, with the reason), write the final summary, end
+        the parent run unless other trials of the study still run, and wait for the writes."""
+        reason = interrupted or "the process ended before the trial did"
+        for run in list(self._open_runs.values()):
+            run.interrupt(reason)
+        record = self._records.get(study.study_name)
+        if record is not None and not self.disabled:
+            self._writer.drain(DRAIN_TIMEOUT_S)  # the trials' runs are closed first
+            self._summary.refresh_now()
+            self._summary_writer.submit(
+                lambda: self._guard(
+                    "end the study's run", lambda: self._end_parent(study, record, interrupted)
+                )
+            )
+        self.drain()
+
+    def _end_parent(self, study: Any, record: StudyRecord, interrupted: str | None) -> None:
+        import optuna
+
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if running:  # other workers go on; the last one to stop ends the run
+            return
+        status = INTERRUPTED_STATUS if interrupted else "FINISHED"
+        if interrupted:
+            self._log_batch(
+                record.parent_run_id, tags=_tags({"stop_reason": f"interrupted: {interrupted}"})
+            )
+        self.client.set_terminated(record.parent_run_id, status)
+
+    def where(self) -> str | None:
+        names = list(self._records)
+        return mlflow_hint(self.tracking_uri, names[0] if names else None)
+
+    # -- the trials -----------------------------------------------------------------------------
 
     def start_trial(
         self,
@@ -89,49 +258,58 @@ class MlflowTracker(Tracker):
     ) -> TrialRun:
         run_name = f"trial-{trial_number}" if trial_number is not None else "try"
 
-        def create() -> str:
-            from mlflow.entities import Param
-
-            run = self.client.create_run(
-                self.experiment_id(study_name), run_name=run_name, tags=dict(tags)
-            )
-            param_list = [
-                Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()
-            ]
-            self.client.log_batch(run.info.run_id, params=param_list)
-            return str(run.info.run_id)
-
-        run_id = self._guard("create_run", create)
-        return MlflowTrialRun(self, run_id)
-
-    def log_study_artifact(self, study_name: str, name: str, path: str) -> None:
-        """Log a study-level file into the run ``study`` of the experiment
-        ``<study_name>.summary``, so the study's own experiment keeps one run per trial."""
-
-        def log() -> None:
-            experiment_id = self.experiment_id(f"{study_name}{SUMMARY_SUFFIX}")
-            runs = self.client.search_runs([experiment_id], max_results=1)
-            if runs:
-                run_id = runs[0].info.run_id
+        def create() -> Any:
+            run_tags = {**tags, study_run.ROLE_TAG: "trial"}
+            if trial_number is not None:
+                record = self.study_record(study_name)
+                experiment_id = record.experiment_id
+                run_tags[study_run.PARENT_RUN_TAG] = record.parent_run_id
             else:
-                run = self.client.create_run(
-                    experiment_id, run_name="study", tags={"study": study_name}
-                )
-                run_id = run.info.run_id
-                self.client.set_terminated(run_id, "FINISHED")
-            self.client.log_artifact(run_id, path)
+                experiment_id = study_run.ensure_experiment(self.client, study_name, "")[0]
+            return self.client.create_run(experiment_id, run_name=run_name, tags=run_tags)
 
-        self._guard(f"log_artifact {name}", log)
+        created = self._guard("create_run", create)
+        if created is None:
+            return MlflowTrialRun(self, None, None)
+        trial_run = MlflowTrialRun(self, str(created.info.run_id), created.info.artifact_uri)
+        self._open_runs[trial_run.run_id or ""] = trial_run
+        if params:
+            param_list = _params({key: str(value) for key, value in params.items()})
+            run_id = trial_run.run_id
+            self.submit("log params", lambda: self._log_batch(run_id, params=param_list))
+        return trial_run
+
+    def _log_batch(
+        self,
+        run_id: Any,
+        *,
+        metrics: Sequence[Any] = (),
+        params: Sequence[Any] = (),
+        tags: Sequence[Any] = (),
+    ) -> None:
+        """``log_batch`` in chunks within MLflow's per-call limits."""
+        kinds = {"metrics": list(metrics), "params": list(params), "tags": list(tags)}
+        while any(kinds.values()):
+            chunk = {kind: items[: BATCH_LIMITS[kind]] for kind, items in kinds.items()}
+            kinds = {kind: items[BATCH_LIMITS[kind] :] for kind, items in kinds.items()}
+            self.client.log_batch(run_id, **chunk)
+
+    def _run_ended(self, run_id: str) -> None:
+        self._open_runs.pop(run_id, None)
+        self._summary.maybe_refresh()
 
 
 class MlflowTrialRun(TrialRun):
-    """One trial's MLflow run; buffers epoch metrics and sends them in batches."""
+    """One trial's child run; buffers epoch metrics, sends everything in the background."""
 
-    def __init__(self, tracker: MlflowTracker, run_id: str | None) -> None:
+    def __init__(self, tracker: MlflowTracker, run_id: str | None, artifact_uri: Any) -> None:
         self.tracker = tracker
         self.run_id = run_id
+        self.artifact_uri = artifact_uri
         self._pending: list[Any] = []
-        self._epochs_pending = 0
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._lock = threading.Lock()
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         if self.run_id is None:
@@ -142,29 +320,26 @@ class MlflowTrialRun(TrialRun):
         self._pending.extend(
             Metric(key, _finite(value), now, epoch) for key, value in metrics.items()
         )
-        self._epochs_pending += 1
-        if self._epochs_pending >= self.tracker.flush_every:
+        if time.monotonic() - self._last_flush >= self.tracker.flush_interval_s:
             self._flush()
 
-    def _flush(self) -> None:
-        if self.run_id is None or not self._pending:
+    def _flush(self, extra_tags: Sequence[Any] = ()) -> None:
+        if self.run_id is None or not (self._pending or extra_tags):
             return
-        batch, self._pending, self._epochs_pending = self._pending, [], 0
+        batch, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
         run_id = self.run_id
-
-        def send() -> None:
-            for start in range(0, len(batch), 1000):  # MLflow's per-call limit
-                self.tracker.client.log_batch(run_id, metrics=batch[start : start + 1000])
-
-        self.tracker._guard("log_batch", send)
+        self.tracker.submit(
+            "log_batch", lambda: self.tracker._log_batch(run_id, metrics=batch, tags=extra_tags)
+        )
 
     def log_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         if self.run_id is None or not events:
             return
-        run_id = self.run_id
-        self.tracker._guard(
+        run_id, content = self.run_id, [dict(event) for event in events]
+        self.tracker.submit(
             "log rule events",
-            lambda: self.tracker.client.log_dict(run_id, list(events), "rule_events.json"),
+            lambda: self.tracker.client.log_dict(run_id, content, "rule_events.json"),
         )
 
     def finish(
@@ -173,26 +348,198 @@ class MlflowTrialRun(TrialRun):
         values: Mapping[str, float] | None,
         final_metrics: Mapping[str, float],
         artifacts: Mapping[str, Any],
+        *,
+        reason: str | None = None,
+        feasible: bool | None = None,
     ) -> None:
-        self._flush()
-        if self.run_id is None:
+        with self._lock:
+            if self.run_id is None or self._closed:
+                return
+            self._closed = True
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [
+            Metric(f"final_{k}", _finite(v), now, 0) for k, v in final_metrics.items()
+        ]
+        self._pending += [
+            Metric(f"objective_{k}", _finite(v), now, 0) for k, v in (values or {}).items()
+        ]
+        tags = {"state": state, "feasible": _feasible_tag(state, feasible)}
+        if reason:
+            tags["stop_reason"] = reason[:MAX_TAG_LENGTH]
+        tags[study_run.NOTE_TAG] = _run_note(state, reason, feasible)
+        self._flush(_tags(tags))
+        run_id, artifact_uri = self.run_id, self.artifact_uri
+        contents = dict(artifacts)
+        if contents:
+            self.tracker.submit(
+                "log artifacts", lambda: self._upload(run_id, artifact_uri, contents)
+            )
+        status, ended = RUN_STATUS.get(state, "FINISHED"), int(time.time() * 1000)
+        self.tracker.submit(
+            "end run", lambda: self.tracker.client.set_terminated(run_id, status, ended)
+        )
+        self.tracker._run_ended(run_id)
+
+    def interrupt(self, reason: str) -> None:
+        """End a run its trial never finished (Ctrl-C, SIGTERM): KILLED, with the reason."""
+        with self._lock:
+            if self.run_id is None or self._closed:
+                return
+            self._closed = True
+        text = f"interrupted: {reason}"
+        self._flush(
+            _tags(
+                {
+                    "state": "INTERRUPTED",
+                    "feasible": "unknown",
+                    "stop_reason": text,
+                    study_run.NOTE_TAG: f"**Interrupted**: {reason}",
+                }
+            )
+        )
+        run_id, ended = self.run_id, int(time.time() * 1000)
+        self.tracker.submit(
+            "end run",
+            lambda: self.tracker.client.set_terminated(run_id, INTERRUPTED_STATUS, ended),
+        )
+        self.tracker._open_runs.pop(run_id, None)
+
+    def _upload(self, run_id: str, artifact_uri: Any, contents: Mapping[str, Any]) -> None:
+        """Every JSON artifact of the trial in one upload of a folder (no run lookup)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        with tempfile.TemporaryDirectory() as folder:
+            for name, content in contents.items():
+                Path(folder, f"{name}.json").write_text(json.dumps(content, indent=1))
+            if artifact_uri:
+                repository = get_artifact_repository(
+                    artifact_uri, tracking_uri=self.tracker.tracking_uri
+                )
+                repository.log_artifacts(folder)
+            else:
+                self.tracker.client.log_artifacts(run_id, folder)
+
+
+class _SummaryRefresher:
+    """Refreshes the parent run's summary (metrics, description, plots) in the background
+    thread: at most one refresh queued, the next no sooner than ``refresh_interval_s`` (or twenty
+    times the last refresh's duration, so refreshing takes at most 5 % of the time) after the
+    last."""
+
+    def __init__(self, tracker: MlflowTracker) -> None:
+        self.tracker = tracker
+        self.study: Any = None
+        self.spec: Any = None
+        self.record: StudyRecord | None = None
+        self._queued = False
+        self._next = 0.0
+        self._logged_volumes: set[int] = set()
+        self._plots_digest = ""
+        self._warned = False
+
+    def watch(self, study: Any, spec: Any, record: StudyRecord) -> None:
+        self.study, self.spec, self.record = study, spec, record
+
+    def maybe_refresh(self) -> None:
+        if self.study is None or self._queued or time.monotonic() < self._next:
             return
-        run_id, client = self.run_id, self.tracker.client
+        self.refresh_now()
 
-        def close() -> None:
-            from mlflow.entities import Metric, RunTag
+    def refresh_now(self) -> None:
+        if self.study is None:
+            return
+        self._queued = True
+        if not self.tracker.disabled:
+            self.tracker._summary_writer.submit(self._refresh)
 
-            now = int(time.time() * 1000)
-            metrics = [Metric(f"final_{k}", _finite(v), now, 0) for k, v in final_metrics.items()]
-            metrics += [
-                Metric(f"objective_{k}", _finite(v), now, 0) for k, v in (values or {}).items()
-            ]
-            client.log_batch(run_id, metrics=metrics, tags=[RunTag("state", state)])
-            for name, content in artifacts.items():
-                client.log_dict(run_id, content, f"{name}.json")
-            client.set_terminated(run_id, _RUN_STATUS.get(state, "FINISHED"))
+    def _refresh(self) -> None:
+        """One refresh; an error in it is a warning (once), never the end of tracking."""
+        started = time.monotonic()
+        try:
+            trials = self.study.get_trials(deepcopy=False)
+            self._write_summary(trials)
+            self._write_plots(trials)
+        except Exception as error:
+            if not self._warned:
+                logger.warning("could not refresh the study's MLflow summary: %s", error)
+            self._warned = True
+        finally:
+            self._queued = False
+            duration = time.monotonic() - started
+            self._next = time.monotonic() + max(self.tracker.refresh_interval_s, 20 * duration)
 
-        self.tracker._guard("finish run", close)
+    def _write_summary(self, trials: list[Any]) -> None:
+        from mlflow.entities import Metric
+
+        assert self.record is not None
+        study = self.study
+        names = list(study.metric_names or [f"value_{i}" for i in range(len(study.directions))])
+        now = int(time.time() * 1000)
+        finished = sum(1 for trial in trials if trial.state.is_finished())
+        metrics = [
+            Metric(key, _finite(value), now, finished)
+            for key, value in study_run.summary_metrics(
+                trials, names, list(study.directions)
+            ).items()
+        ]
+        for number, volume in study_run.hypervolume_points(trials):
+            if number not in self._logged_volumes:
+                self._logged_volumes.add(number)
+                metrics.append(Metric("study_hypervolume", volume, now, number))
+        description = study_run.parent_description(study, self.spec, trials)
+        self.tracker._log_batch(
+            self.record.parent_run_id,
+            metrics=metrics,
+            tags=_tags({study_run.NOTE_TAG: description[:MAX_TAG_LENGTH]}),
+        )
+
+    def _write_plots(self, trials: list[Any]) -> None:
+        """The study's figures as one HTML page, uploaded when it changed; a plot that cannot be
+        drawn is a warning, never an error."""
+        assert self.record is not None
+        try:
+            figures = study_run.study_figures(self.study, self.spec, trials)
+            html = study_run.figures_html(f"Study {self.study.study_name}", figures)
+        except Exception as error:
+            logger.warning("could not draw the study's plots: %s", error)
+            return
+        digest = hashlib.sha256(html.encode()).hexdigest()
+        if digest == self._plots_digest:
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder, "plots.html")
+            path.write_text(html)
+            self.tracker.client.log_artifact(self.record.parent_run_id, str(path))
+        self._plots_digest = digest
+
+
+def _params(values: Mapping[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in values.items()]
+
+
+def _tags(values: Mapping[str, str]) -> list[Any]:
+    from mlflow.entities import RunTag
+
+    return [RunTag(key, value) for key, value in values.items()]
+
+
+def _feasible_tag(state: str, feasible: bool | None) -> str:
+    if state != "COMPLETE" or feasible is None:
+        return "unknown"
+    return "true" if feasible else "false"
+
+
+def _run_note(state: str, reason: str | None, feasible: bool | None) -> str:
+    """A child run's description: how the trial ended, in words."""
+    if state == "COMPLETE":
+        kind = "" if feasible is None else (", feasible" if feasible else ", infeasible")
+        return f"**Complete**{kind}"
+    word = {"PRUNED": "Pruned", "FAIL": "Failed"}.get(state, state.title())
+    return f"**{word}**: {reason}" if reason else f"**{word}**"
 
 
 def _first_line(text: str) -> str:

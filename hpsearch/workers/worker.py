@@ -41,6 +41,7 @@ from hpsearch.storage.stale import (
     fail_orphaned_trials,
     fail_stale_trials,
 )
+from hpsearch.tracking import describe_signal
 from hpsearch.workers.budget import BudgetCounter, count_trials, release_trial
 
 logger = logging.getLogger("hpsearch.workers")
@@ -444,7 +445,11 @@ def run_worker(
     worker = Worker(
         study, figures.before_each(objective), budget=n_trials, timeout=timeout, report=report
     )
-    try:
-        return worker.run()
-    finally:
-        figures.flush(study)
+    with tracker.tracking(study, spec) as session:
+        try:
+            result = worker.run()
+        finally:
+            figures.flush(study)
+        if result.signal is not None:
+            session.interrupted = f"worker stopped by {describe_signal(result.signal)}"
+    return result
