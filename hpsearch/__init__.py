@@ -4,9 +4,15 @@ import hpsearch
 study = hpsearch.run("cvfp", n_trials=40)            # an optuna.Study
 best = hpsearch.best_configs("cvfp", storage="sqlite:///hpsearch.db")
 best[0].params, best[0].values, best[0].metrics, best[0].mlflow_run_id
+
+The public names are imported on first use (PEP 562), so ``import hpsearch`` (and the start of
+``python -m hpsearch``, which installs its signal handlers first) does not load torch or Optuna.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import (
     HpsearchError,
@@ -17,10 +23,34 @@ from hpsearch.errors import (
     StudyNotFoundError,
     TrainerError,
 )
-from hpsearch.query import BestConfig, best_configs, study_summaries
-from hpsearch.runner import create_study, run, try_config
-from hpsearch.search_spaces import load_spec, packaged_spec_names
-from hpsearch.storage import open_storage
+
+if TYPE_CHECKING:
+    from hpsearch.query import BestConfig, best_configs, study_summaries
+    from hpsearch.runner import create_study, run, try_config
+    from hpsearch.search_spaces import load_spec, packaged_spec_names
+    from hpsearch.storage import open_storage
+
+_LAZY = {
+    "BestConfig": "hpsearch.query",
+    "best_configs": "hpsearch.query",
+    "study_summaries": "hpsearch.query",
+    "create_study": "hpsearch.runner",
+    "run": "hpsearch.runner",
+    "try_config": "hpsearch.runner",
+    "load_spec": "hpsearch.search_spaces",
+    "packaged_spec_names": "hpsearch.search_spaces",
+    "open_storage": "hpsearch.storage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpsearch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BestConfig",
