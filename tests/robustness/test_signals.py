@@ -36,12 +36,13 @@ from hpsearch.search_spaces import load_spec
 from hpsearch.storage import open_storage
 
 REPEATS = 10
-BATCH = 10  # processes signalled at once
+BATCH = 5  # processes started and signalled together
 TESTS_DIR = Path(__file__).parent.parent
 # python -m hpsearch, once the interpreter is up (a signal during Python's own start-up, before
 # any of hpsearch runs, is no part of the test); the clock starts at the file "ready"
 READY_THEN_HPSEARCH = (
-    "import runpy, sys; open('ready', 'w').close(); sys.argv[0] = 'hpsearch'; "
+    "import faulthandler, runpy, signal, sys; open('ready', 'w').close(); "
+    "faulthandler.register(signal.SIGUSR1, all_threads=True); sys.argv[0] = 'hpsearch'; "
     "runpy.run_module('hpsearch', run_name='__main__', alter_sys=True)"
 )
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
@@ -119,12 +120,15 @@ def _pid(attempt: Attempt) -> int:
 
 
 def _run_batch(
-    command: str, attempts: list[Attempt], template: Path, deadline_s: float = 120.0
+    command: str, attempts: list[Attempt], template: Path, deadline_s: float = 90.0
 ) -> None:
+    """Start the attempts, signal each at its moment, wait until each has exited: at most
+    ``deadline_s`` after its signal (scaled for a loaded machine: launch stops its workers)."""
     for attempt in attempts:
         _start(command, attempt, template)
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+    last_moment = time.monotonic() + 4 * deadline_s  # a start-up that never reaches its moment
+    signalled_at: dict[int, float] = {}
+    while time.monotonic() < min([last_moment, *(t + deadline_s for t in signalled_at.values())]):
         pending = False
         for attempt in attempts:
             if not attempt.signalled:
@@ -137,6 +141,7 @@ def _run_batch(
                 ):
                     os.kill(_pid(attempt), attempt.signum)
                     attempt.signalled = True
+                    signalled_at[id(attempt)] = time.monotonic()
             elif attempt.code() is None:
                 pending = True
         if not pending:
@@ -144,8 +149,7 @@ def _run_batch(
         time.sleep(0.01)
     stuck = [attempt for attempt in attempts if attempt.code() is None]
     for attempt in stuck:
-        if command != "launch":
-            os.kill(_pid(attempt), signal.SIGUSR1)  # faulthandler: the stacks to stderr
+        os.kill(_pid(attempt), signal.SIGUSR1)  # faulthandler: the stacks to stderr
     time.sleep(1.0)
     for attempt in stuck:
         os.kill(_pid(attempt), signal.SIGKILL)
