@@ -128,24 +128,24 @@ def _run_batch(
         _start(command, attempt, template)
     last_moment = time.monotonic() + 4 * deadline_s  # a start-up that never reaches its moment
     signalled_at: dict[int, float] = {}
-    while time.monotonic() < min([last_moment, *(t + deadline_s for t in signalled_at.values())]):
-        pending = False
+    while time.monotonic() < last_moment:
+        now, pending, late = time.monotonic(), False, False
         for attempt in attempts:
             if not attempt.signalled:
                 pending = True
                 if attempt.started is None and _clock_starts(attempt):
-                    attempt.started = time.monotonic()
-                if (
-                    attempt.started is not None
-                    and time.monotonic() - attempt.started >= attempt.delay
-                ):
+                    attempt.started = now
+                if attempt.started is not None and now - attempt.started >= attempt.delay:
                     os.kill(_pid(attempt), attempt.signum)
                     attempt.signalled = True
-                    signalled_at[id(attempt)] = time.monotonic()
+                    signalled_at[id(attempt)] = now
             elif attempt.code() is None:
                 pending = True
+                late = late or now - signalled_at[id(attempt)] > deadline_s
         if not pending:
             return
+        if late:
+            break
         time.sleep(0.01)
     stuck = [attempt for attempt in attempts if attempt.code() is None]
     for attempt in stuck:
