@@ -1,14 +1,15 @@
-"""The seed 004's Test 2: epochs to memorize the minimal overfitting task per ``disc_mult``.
+"""The seed 004's tests on the fep trainer: its fixes against its bugs, the disc_mult sweep
+(Test 2) and the leak check, side by side in one table.
 
-Trains the fep trainer with the spec's defaults (the seed's fixes) for each ``disc_mult`` in
-{0.01, 0.1, 0.5, 1.0} (``disc_lr = base_blend * disc_mult``), with attraction on and off, over a
-few seeds, and prints one table: the epoch at which the training batch was first predicted 100%
-correctly ("never" when not within the budget), the median over seeds, and how far the token
-priors moved apart by the end of the run (last / first prior separation, averaged over seeds;
-a run ends at the epoch it memorizes).
+Each row trains the spec's defaults (the seed's fixes) with one change, over a few seeds, and
+prints the epoch at which the training batch was first predicted 100% right ("never" when not
+within the budget), the median over seeds, the mean next-token CE (of predictions made without
+the target) at a few epochs, and how far the token priors moved apart (last / first separation).
+Then the leak check: epoch-1 accuracy of untrained priors at several lambda_obs (chance is
+1/16), and the trained model's accuracy with lambda_obs = 0.
 
-    python bench/fep_lr_sweep.py                     # 100 epochs, seeds 0-2
-    python bench/fep_lr_sweep.py --normalization sum_div_BN --epochs 60
+    python bench/fep_lr_sweep.py                  # 60 epochs, seeds 0-2
+    python bench/fep_lr_sweep.py --epochs 100 --seeds 5
 """
 
 from __future__ import annotations
@@ -22,73 +23,97 @@ from typing import Any
 import torch
 
 from hpsearch.search_spaces import load_spec
-from hpsearch.trainers.fep import OBS_NORMALIZATIONS, FepTrainer
+from hpsearch.trainers.fep import FepTrainer
 
 DISC_MULTS = (0.01, 0.1, 0.5, 1.0)
+CE_EPOCHS = (1, 10, 30, 60, 100)
+BUGS = {"obs_normalization": "sum_div_BN", "disc_mult": 0.01, "attraction": False}
+ROWS: list[tuple[str, dict[str, Any]]] = [
+    ("fixes (spec defaults)", {}),
+    ("bug: sum_div_BN", {"obs_normalization": "sum_div_BN"}),
+    ("bug: disc_mult 0.01", {"disc_mult": 0.01}),
+    ("bug: no attraction", {"attraction": False}),
+    ("all three bugs", BUGS),
+    ("stale beliefs (sync 0)", {"sync_steps": 0}),
+    ("no alignment", {"lambda_align": 0.0}),
+    *[(f"disc_mult {d:g}", {"disc_mult": d}) for d in DISC_MULTS],
+    *[
+        (f"disc_mult {d:g}, no attraction", {"disc_mult": d, "attraction": False})
+        for d in DISC_MULTS
+    ],
+]
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: when it memorized (None if never) and its prior separation growth."""
+    """One training run: when it memorized (None if never), its CE per epoch and separation."""
 
     memorized_at: int | None
+    ce: list[float]
     separation_growth: float
 
 
 def train(params: dict[str, Any], epochs: int, seed: int, device: torch.device) -> Run:
-    """Train until the batch is memorized or the budget is spent."""
+    """Train for the whole budget."""
     trainer = FepTrainer(params, device=device, seed=seed)
-    first = last = 0.0
-    for metrics in trainer.epochs(epochs):
-        first = first or metrics["prior_separation"]
-        last = metrics["prior_separation"]
-        if trainer.memorized_at is not None:
-            break
-    return Run(trainer.memorized_at, last / first if first else float("nan"))
+    history = list(trainer.epochs(epochs))
+    growth = history[-1]["prior_separation"] / history[0]["prior_separation"]
+    return Run(trainer.memorized_at, [m["ce"] for m in history], growth)
 
 
-def row(disc_mult: float, attraction: bool, runs: list[Run], base_blend: float) -> str:
-    """One table row: the settings, each seed's epoch, the median and the separation growth."""
-    budget = 10**9
+def row(name: str, runs: list[Run], ce_epochs: list[int]) -> str:
+    """One table row: each seed's epoch, the median, the mean CE at ``ce_epochs``, separation."""
+    never = 10**9
     epochs = [run.memorized_at for run in runs]
-    median = statistics.median(budget if e is None else e for e in epochs)
-    growth = statistics.mean(run.separation_growth for run in runs)
+    median = statistics.median(never if e is None else e for e in epochs)
     cells = " ".join(f"{'never' if e is None else e:>5}" for e in epochs)
-    median_cell = "never" if median >= budget else f"{median:g}"
-    return (
-        f"{disc_mult:>9g}  {base_blend * disc_mult:>8.2g}  {'on' if attraction else 'off':>10}  "
-        f"{cells}  {median_cell:>6}  {growth:>14.2f}"
+    median_cell = "never" if median >= never else f"{median:g}"
+    ces = " ".join(f"{statistics.mean(r.ce[e - 1] for r in runs):>7.3f}" for e in ce_epochs)
+    growth = statistics.mean(run.separation_growth for run in runs)
+    return f"{name:<32}  {cells}  {median_cell:>6}  {ces}  {growth:>6.2f}"
+
+
+def leak_check(base: dict[str, Any], epochs: int, device: torch.device) -> None:
+    """Epoch-1 accuracy of untrained priors; accuracy after training with lambda_obs = 0."""
+    for lambda_obs in (1.0, 1.5, 10.0):
+        trainer = FepTrainer({**base, "lambda_obs": lambda_obs}, device=device, seed=0)
+        accuracy = next(trainer.epochs(1))["accuracy"]
+        print(f"  untrained priors, lambda_obs={lambda_obs:g}: epoch-1 accuracy {accuracy:.3f}")
+    trainer = FepTrainer(base, device=device, seed=0)
+    for _ in trainer.epochs(epochs):
+        pass
+    trained = trainer.final_metrics()["accuracy"]
+    trainer.knobs["lambda_obs"] = 0.0
+    without = trainer.final_metrics()["accuracy"]
+    print(
+        f"  after {epochs} epochs: accuracy {trained:.3f}; the same priors with lambda_obs=0: "
+        f"{without:.3f}"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=100, help="epoch budget per run")
+    parser.add_argument("--epochs", type=int, default=60, help="epoch budget per run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per setting")
-    parser.add_argument("--normalization", choices=OBS_NORMALIZATIONS, default="mean")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
+    torch.set_num_threads(1)
 
     spec = load_spec("fep")
     base: dict[str, Any] = {**spec.fixed, **spec.default_params()}
-    base["obs_normalization"] = args.normalization
     device = torch.device(args.device)
     seeds = list(range(args.seeds))
-    print(
-        f"fep lr sweep: {args.epochs} epochs, seeds {seeds}, obs_normalization="
-        f"{args.normalization}, lambda_obs={base['lambda_obs']}, base_blend={base['base_blend']}"
-    )
+    ce_epochs = [e for e in CE_EPOCHS if e <= args.epochs]
+    print(f"fep: {args.epochs} epochs, seeds {seeds}, spec defaults {base}")
     seed_header = " ".join(f"{'s' + str(seed):>5}" for seed in seeds)
-    print(
-        f"{'disc_mult':>9}  {'disc_lr':>8}  {'attraction':>10}  {seed_header}  {'median':>6}  "
-        f"{'separation x':>14}"
-    )
+    ce_header = " ".join(f"{'ce@' + str(e):>7}" for e in ce_epochs)
+    print(f"{'setting':<32}  {seed_header}  {'median':>6}  {ce_header}  {'sep x':>6}")
     started = time.perf_counter()
-    for attraction in (True, False):
-        for disc_mult in DISC_MULTS:
-            params = {**base, "disc_mult": disc_mult, "attraction": attraction}
-            runs = [train(params, args.epochs, seed, device) for seed in seeds]
-            print(row(disc_mult, attraction, runs, float(base["base_blend"])), flush=True)
+    for name, changes in ROWS:
+        runs = [train({**base, **changes}, args.epochs, seed, device) for seed in seeds]
+        print(row(name, runs, ce_epochs), flush=True)
+    print("leak check (predictions never see their target):")
+    leak_check(base, args.epochs, device)
     print(f"({time.perf_counter() - started:.1f} s)")
 
 

@@ -5,8 +5,9 @@ study = hpsearch.run("cvfp", n_trials=40)            # an optuna.Study
 best = hpsearch.best_configs("cvfp", storage="sqlite:///hpsearch.db")
 best[0].params, best[0].values, best[0].metrics, best[0].mlflow_run_id
 
-The public names are imported on first use (PEP 562), so ``import hpsearch`` (and the start of
-``python -m hpsearch``, which installs its signal handlers first) does not load torch or Optuna.
+Importing the package is light: torch, Optuna and MLflow load when a name that needs them is
+first used (``hpsearch.run``, ...), and importing sets nothing (no environment variable, no
+logging filter).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from hpsearch.search_spaces import load_spec, packaged_spec_names
     from hpsearch.storage import open_storage
 
+# public name -> the module that defines it, imported on first use
 _LAZY = {
     "BestConfig": "hpsearch.query",
     "best_configs": "hpsearch.query",
@@ -48,8 +50,12 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'hpsearch' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
+    globals()[name] = value  # the next access is a plain attribute
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [

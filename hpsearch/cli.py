@@ -48,6 +48,12 @@ trials_budget_option = click.option(
     "+ pruned), counted across all workers [default: run until stopped].",
 )
 no_mlflow_option = click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
+quick_option = click.option(
+    "--quick",
+    is_flag=True,
+    help="Use the spec's quick: variant (smaller sizes, fewer epochs; minutes on 2 CPU cores); "
+    "its study is named <name>-quick.",
+)
 timeout_option = click.option(
     "--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds."
 )
@@ -75,12 +81,12 @@ def _quiet_libraries(track: bool = True) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _study_name_for(spec_argument: str, study_name: str | None) -> str:
+def _study_name_for(spec_argument: str, study_name: str | None, quick: bool = False) -> str:
     """--study-name, else the spec's name; a name that is no spec is taken as a study name."""
     if study_name:
         return study_name
     try:
-        return load_spec(spec_argument).name
+        return load_spec(spec_argument, quick=quick).name
     except SpecError:
         if spec_argument.endswith((".yaml", ".yml")):
             raise
@@ -125,6 +131,7 @@ def spaces() -> None:
 @trial_timeout_option
 @click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
 @click.option("--no-progress", is_flag=True, help="No line per finished trial.")
+@quick_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -137,6 +144,7 @@ def run(
     trial_timeout: float | None,
     no_mlflow: bool,
     no_progress: bool,
+    quick: bool,
 ) -> None:
     """Run trials of SPEC in this process, then print the Pareto front.
 
@@ -147,7 +155,7 @@ def run(
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
     study, result = run_trials(
-        spec,
+        load_spec(spec, quick=quick),
         n_trials,
         storage=url,
         study_name=study_name,
@@ -177,9 +185,12 @@ def _state_counts(study: Any) -> str:
 @storage_option
 @study_name_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def best(spec: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
+@quick_option
+def best(
+    spec: str, storage: str | None, study_name: str | None, as_json: bool, quick: bool
+) -> None:
     """Pareto-optimal feasible configs of a study, with effective params and MLflow run ids."""
-    configs = best_configs(_study_name_for(spec, study_name), storage)
+    configs = best_configs(_study_name_for(spec, study_name, quick), storage)
     if as_json:
         click.echo(json.dumps([config.to_dict() for config in configs], indent=2))
     else:
@@ -205,15 +216,22 @@ def studies(storage: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=None, help="Trainer seed [default: the spec's seed].")
+@quick_option
 def try_command(
-    spec: str, assignments: tuple[str, ...], as_json: bool, device: str, seed: int | None
+    spec: str,
+    assignments: tuple[str, ...],
+    as_json: bool,
+    device: str,
+    seed: int | None,
+    quick: bool,
 ) -> None:
     """One trial of one config, without a store: final metrics, state and rule events.
 
     Exits 0 whether the trial completes, is pruned by a rule or fails."""
     from hpsearch.runner import try_config
 
-    outcome = try_config(spec, list(assignments), device=device, seed=seed)
+    loaded = load_spec(spec, quick=quick)
+    outcome = try_config(loaded, list(assignments), device=device, seed=seed)
     if as_json:
         data = outcome.to_json()
         keys = (
@@ -265,6 +283,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @trial_timeout_option
 @no_mlflow_option
+@quick_option
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -276,6 +295,7 @@ def worker(
     device: str,
     trial_timeout: float | None,
     no_mlflow: bool,
+    quick: bool,
 ) -> None:
     """One worker of a distributed study: run trials of SPEC until the study-wide budget is met.
 
@@ -289,7 +309,7 @@ def worker(
     url = storage or default_storage_url()
     click.echo(f"worker pid {os.getpid()} on {mask_url(url)}")
     result = run_worker(
-        spec,
+        load_spec(spec, quick=quick),
         storage=url,
         n_trials=n_trials,
         study_name=study_name,
@@ -345,6 +365,7 @@ def worker(
     help="Seconds a worker gets to stop after Ctrl-C / SIGTERM before it is killed.",
 )
 @no_mlflow_option
+@quick_option
 @click.pass_context
 def launch(
     ctx: click.Context,
@@ -359,6 +380,7 @@ def launch(
     max_restarts: int,
     stop_timeout: float,
     no_mlflow: bool,
+    quick: bool,
 ) -> None:
     """Run one `hpsearch worker` process per GPU slot on one study, and supervise them.
 
@@ -377,7 +399,7 @@ def launch(
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
     slots = plan_slots(gpus, per_gpu, cpu_workers)
-    study = ensure_study(load_spec(spec), url, study_name)
+    study = ensure_study(load_spec(spec, quick=quick), url, study_name)
     name = study.study_name
     device = "cpu" if cpu_workers else "auto"
 
@@ -389,6 +411,7 @@ def launch(
             device=device,
             track=not no_mlflow,
             timeout=timeout,
+            quick=quick,
         )
 
     def on_dead_worker(pids: list[int]) -> None:

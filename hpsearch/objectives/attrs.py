@@ -6,59 +6,25 @@ params, rule events, metric history, final metrics, ...). On SQLite and PostgreS
 written here in one session: one lookup of the trial (refused, as by Optuna, once the trial is
 finished) and one multi-row upsert into Optuna's own ``trial_user_attributes`` table, with the
 same JSON encoding, so Optuna reads them back as if ``set_user_attr`` had written them. Any
-other store, or an Optuna whose internals differ, falls back to one ``set_user_attr`` per key.
+other store, or an Optuna whose internals differ (``hpsearch.storage.internals``), falls back
+to one ``set_user_attr`` per key.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
-
-class _NotBatchable(Exception):
-    pass
+from hpsearch.storage.internals import upsert_user_attrs
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-    """Store every ``attrs`` item as a user attribute of ``trial``."""
+    """Store every ``attrs`` item as a user attribute of ``trial``: in one transaction on
+    SQLite and PostgreSQL, else one by one."""
     if not attrs:
         return
-    try:
-        _upsert_in_one_session(trial, attrs)
-    except _NotBatchable:
+    if not upsert_user_attrs(trial, attrs):
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-
-
-def _upsert_in_one_session(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-    try:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import RDBStorage, _create_scoped_session
-        from sqlalchemy.dialects import postgresql, sqlite
-    except ImportError:
-        raise _NotBatchable from None
-    backend = getattr(trial.storage, "_backend", trial.storage)
-    trial_id = getattr(trial, "_trial_id", None)
-    if not isinstance(backend, RDBStorage) or trial_id is None:
-        raise _NotBatchable
-    dialects = {"sqlite": sqlite, "postgresql": postgresql}
-    dialect = dialects.get(backend.engine.name)
-    if dialect is None:
-        raise _NotBatchable
-    table = models.TrialUserAttributeModel
-    rows = [
-        {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-        for key, value in attrs.items()
-    ]
-    insert = dialect.insert(table).values(rows)
-    upsert = insert.on_conflict_do_update(
-        index_elements=[table.trial_id, table.key],
-        set_={"value_json": insert.excluded.value_json},
-    )
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        stored = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        backend.check_trial_is_updatable(trial_id, stored.state)  # type: ignore[arg-type]
-        session.execute(upsert)

@@ -14,16 +14,43 @@ import numpy as np
 import optuna
 
 from hpsearch.metrics.pareto import as_losses, derived_reference, hypervolume, pareto_mask
+from hpsearch.storage.internals import cached_trials
 
 COMPLETE = (optuna.trial.TrialState.COMPLETE,)
+REFERENCE_ATTR = "hypervolume_reference"  # study user attr: objective values, one per objective
+REFERENCE_AFTER_TRIALS = 5  # complete trials seen before a reference point is derived
+
+
+def stored_reference(study: optuna.Study) -> list[float] | None:
+    """The study's fixed hypervolume reference point (objective values), if one is stored."""
+    value = study.user_attrs.get(REFERENCE_ATTR)
+    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        return [float(v) for v in value]
+    return None
+
+
+def fix_reference(study: optuna.Study, reference: Sequence[float]) -> list[float]:
+    """Store ``reference`` as the study's reference point unless one is stored already, and
+    return the stored one (another worker may have stored its own first)."""
+    stored = stored_reference(study)
+    if stored is not None:
+        return stored
+    study.set_user_attr(REFERENCE_ATTR, [float(v) for v in reference])
+    return stored_reference(study) or [float(v) for v in reference]
+
+
+def derive_reference(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
+    """A reference point (objective values) just beyond the worst of ``values``."""
+    losses = as_losses([list(v) for v in values], directions)
+    return [float(v) for v in as_losses([derived_reference(losses)], directions)[0]]
 
 
 def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The study's complete trials. Inside ``study.optimize`` this reuses the list the sampler
     read when the running trial was asked for (Optuna keeps it per trial), so no extra query
     is made; trials that complete meanwhile are picked up at the next trial."""
-    cached = getattr(getattr(study, "_thread_local", None), "cached_all_trials", None)
-    if isinstance(cached, list):
+    cached = cached_trials(study)
+    if cached is not None:
         return [trial for trial in cached if trial.state in COMPLETE]
     return study.get_trials(deepcopy=False, states=COMPLETE)
 

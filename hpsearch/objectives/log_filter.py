@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"
+from hpsearch.storage.internals import OPTUNA_TRIAL_LOGGER
 
 
 class FailedTrialFilter(logging.Filter):

@@ -42,7 +42,8 @@ import optuna
 from optuna.storages import BaseStorage
 
 from hpsearch.metrics.pareto import as_losses, crowding_distances, nondominated_ranks
-from hpsearch.pruners.rung_store import RungEntries, RungStore, backend_of, rung_store_for
+from hpsearch.pruners.rung_store import RungEntries, RungStore, rung_store_for
+from hpsearch.storage.internals import backend_of
 
 PRUNER_NAME = "pareto-asha"
 OPTIONS = ("rungs", "min_epochs", "eta", "min_trials", "constraints", "reference_point")

@@ -15,6 +15,11 @@ PostgreSQL the row is committed without waiting for the disk flush
 (``synchronous_commit off``): a crash can lose the last rows, which only leaves those trials
 out of a later comparison. Journal, Redis and gRPC stores fall back to
 ``TrialAttrRungStore``, which reads every trial's user attr (slower, same decisions).
+
+The side table has a schema version, kept in ``hpsearch_schema`` (one row per hpsearch table):
+opening it runs the migration steps from the stored version to ``SCHEMA_VERSION`` (as Optuna
+runs alembic for its own tables), and a store written by a newer hpsearch is refused with a
+clear error rather than misread.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from typing import Any
 import numpy as np
 import optuna
 import sqlalchemy as sa
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import BaseStorage
+
+from hpsearch.errors import StorageError
+from hpsearch.storage.internals import rdb_of, trial_id_of
 
 VECTORS_ATTR = "intermediate_objectives"
 TABLE_NAME = "hpsearch_rung_values"
@@ -125,6 +133,44 @@ RUNG_TABLE = sa.Table(
 )
 
 
+SCHEMA_VERSION = 1
+SCHEMA_TABLE = sa.Table(
+    "hpsearch_schema",
+    _METADATA,
+    sa.Column("component", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+# version -> the step that takes the side table from that version to the next one
+MIGRATIONS: dict[int, Any] = {}
+
+
+def migrate(connection: sa.Connection) -> int:
+    """Bring the side table to ``SCHEMA_VERSION``; the version it had (0: new)."""
+    row = connection.execute(
+        sa.select(SCHEMA_TABLE.c.version).where(SCHEMA_TABLE.c.component == TABLE_NAME)
+    ).first()
+    if row is None:
+        connection.execute(
+            SCHEMA_TABLE.insert().values(component=TABLE_NAME, version=SCHEMA_VERSION)
+        )
+        return 0
+    stored = int(row[0])
+    if stored > SCHEMA_VERSION:
+        raise StorageError(
+            f"the store's {TABLE_NAME} table is at schema version {stored}, newer than this "
+            f"hpsearch knows ({SCHEMA_VERSION}); upgrade hpsearch to use this store"
+        )
+    for version in range(stored, SCHEMA_VERSION):
+        MIGRATIONS[version](connection)
+    if stored < SCHEMA_VERSION:
+        connection.execute(
+            SCHEMA_TABLE.update()
+            .where(SCHEMA_TABLE.c.component == TABLE_NAME)
+            .values(version=SCHEMA_VERSION)
+        )
+    return stored
+
+
 class SqlRungStore(RungStore):
     """The ``hpsearch_rung_values`` side table in the RDB store's own database."""
 
@@ -137,11 +183,18 @@ class SqlRungStore(RungStore):
         """Create the side table if it is missing (several workers may race to do it)."""
         if self._ready:
             return
+        for table in (RUNG_TABLE, SCHEMA_TABLE):
+            try:
+                table.create(self.engine, checkfirst=True)
+            except sa.exc.SQLAlchemyError:
+                if not sa.inspect(self.engine).has_table(table.name):
+                    raise
         try:
-            RUNG_TABLE.create(self.engine, checkfirst=True)
-        except sa.exc.SQLAlchemyError:
-            if not sa.inspect(self.engine).has_table(TABLE_NAME):
-                raise
+            with self.engine.begin() as connection:
+                migrate(connection)
+        except sa.exc.IntegrityError:  # another worker wrote the version row first
+            with self.engine.begin() as connection:
+                migrate(connection)
         self._ready = True
 
     def study_id(self, trial: optuna.Trial) -> int:
@@ -218,17 +271,13 @@ def _select_rung(connection: sa.Connection, study_id: int, rung: int) -> RungEnt
 
 def _trial_id(trial: optuna.Trial) -> int:
     """Optuna's storage id of a trial (unique in the database, unlike its number)."""
-    return int(trial._trial_id)
-
-
-def backend_of(storage: BaseStorage) -> BaseStorage:
-    """The storage under Optuna's in-process cache (``_CachedStorage`` wraps RDB stores)."""
-    return getattr(storage, "_backend", storage)
+    return trial_id_of(trial)
 
 
 def rung_store_for(storage: BaseStorage) -> RungStore:
-    """The side table for RDB stores, the user-attr fallback for every other store."""
-    backend = backend_of(storage)
-    if isinstance(backend, RDBStorage):
-        return SqlRungStore(backend.engine)
+    """The side table for RDB stores, the user-attr fallback for every other store (and
+    when Optuna's internals are not to be used: the table's key references Optuna's own)."""
+    rdb = rdb_of(storage)
+    if rdb is not None:
+        return SqlRungStore(rdb.engine)
     return TrialAttrRungStore()

@@ -21,6 +21,7 @@ from hpsearch.search_spaces.schema import (
     IntParam,
     ObjectiveSpec,
     PrunerSpec,
+    QuickSpec,
     SamplerSpec,
     StudySpec,
 )
@@ -75,15 +76,31 @@ def _read_file(path: Path) -> str:
         ) from None
 
 
-def load_spec(spec: str | StudySpec) -> StudySpec:
-    """Load, parse and fully validate a spec (a packaged name, a YAML path, or a StudySpec)."""
+def load_spec(spec: str | StudySpec, *, quick: bool = False) -> StudySpec:
+    """Load, parse and fully validate a spec (a packaged name, a YAML path, or a StudySpec).
+
+    ``quick=True`` gives the spec's ``quick:`` variant (smaller sizes, fewer epochs, study
+    ``<name>-quick``); a spec without that section is a SpecError."""
     if isinstance(spec, StudySpec):
         check_against_trainer(spec, spec.source)
-        return spec
+        return quick_variant(spec) if quick else spec
     if not isinstance(spec, str):
         raise SpecError(f"a spec is a name or a path, not {type(spec).__name__}")
     text, where = _read_text(spec)
-    return spec_from_dict(parse_yaml(text, where), where)
+    loaded = spec_from_dict(parse_yaml(text, where), where)
+    return quick_variant(loaded) if quick else loaded
+
+
+def quick_variant(spec: StudySpec) -> StudySpec:
+    """The spec's ``quick:`` variant, validated against the trainer like the spec itself."""
+    if spec.quick is None:
+        raise SpecError(
+            f"{spec.source}: spec {spec.name!r} has no quick: section; run it without --quick "
+            "or add `quick: {epochs: N, fixed: {...}}` to the spec"
+        )
+    variant = spec.quick_variant()
+    check_against_trainer(variant, f"{spec.source} (quick:)")
+    return variant
 
 
 def parse_yaml(text: str, where: str = "<spec>") -> Any:
@@ -116,6 +133,8 @@ def spec_from_dict(data: Any, where: str = "<spec>") -> StudySpec:
         raise SpecError(f"{where}: the spec is nested too deeply; simplify it") from None
     spec._source = where
     check_against_trainer(spec, where)
+    if spec.quick is not None:
+        quick_variant(spec)  # a broken quick: section is found at load, not at --quick time
     return spec
 
 
@@ -214,9 +233,11 @@ __all__ = [
     "IntParam",
     "ObjectiveSpec",
     "PrunerSpec",
+    "QuickSpec",
     "SamplerSpec",
     "StudySpec",
     "load_spec",
     "packaged_spec_names",
+    "quick_variant",
     "spec_from_dict",
 ]

@@ -186,6 +186,19 @@ class PrunerSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class QuickSpec(_Strict):
+    """A smaller variant of a study for ``--quick`` (minutes on 2 CPU cores): its own epochs
+    and ``fixed`` overrides; the study is named ``<name>-quick`` so it never mixes with the
+    full-size one."""
+
+    epochs: int | None = Field(default=None, ge=1)
+    fixed: dict[str, Scalar] = Field(default_factory=dict)
+    note: str = ""
+
+
+QUICK_SUFFIX = "-quick"
+
+
 class StudySpec(_Strict):
     """A whole study spec (one YAML file)."""
 
@@ -202,6 +215,7 @@ class StudySpec(_Strict):
     rules: list[str | RuleConfig] = Field(default_factory=list)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec | None = None
+    quick: QuickSpec | None = None
     _source: str = PrivateAttr(default="<spec>")
 
     @field_validator("name")
@@ -232,6 +246,22 @@ class StudySpec(_Strict):
     @property
     def directions(self) -> list[str]:
         return [objective.optuna_direction for objective in self.objectives]
+
+    def quick_variant(self) -> StudySpec:
+        """The ``quick:`` variant: its epochs and fixed overrides, named ``<name>-quick``.
+        Raises ValueError when the spec has no ``quick:`` section."""
+        if self.quick is None:
+            raise ValueError(f"spec {self.name!r} has no quick: section")
+        variant = self.model_copy(
+            update={
+                "name": f"{self.name}{QUICK_SUFFIX}",
+                "epochs": self.quick.epochs or self.epochs,
+                "fixed": {**self.fixed, **self.quick.fixed},
+                "quick": None,
+            }
+        )
+        variant._source = self._source
+        return variant
 
     def default_params(self) -> dict[str, Scalar]:
         """Every space key at its ``default`` (else the midpoint / first choice)."""

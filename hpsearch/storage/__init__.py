@@ -31,6 +31,7 @@ import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from hpsearch.errors import StorageError
+from hpsearch.storage.internals import check_optuna_version
 
 logger = logging.getLogger("hpsearch.storage")
 
@@ -95,6 +96,7 @@ def open_storage(
     SQLite file that does not exist instead of creating it. An SQLite file that is not an
     Optuna store (another program's database, not a database at all) is refused, untouched."""
     url = url or default_storage_url()
+    check_optuna_version()
     try:
         scheme = urlsplit(url).scheme
         with warnings.catch_warnings():  # heartbeat options are "experimental" since Optuna 2.8

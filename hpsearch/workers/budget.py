@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+
+from hpsearch.storage.internals import (
+    count_states,
+    rdb_of,
+    storage_of,
+    study_id_of,
+    trial_id_of,
+    trial_states_above,
+)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED_STATES = (*FINISHED_STATES, TrialState.RUNNING)
@@ -49,7 +55,7 @@ def count_trials(study: optuna.Study) -> BudgetCount:
     the store has them now (a full count; ``BudgetCounter`` for repeated checks)."""
     rdb = _rdb_storage(study)
     if rdb is not None:
-        counts = _count_in_sql(rdb, study._study_id)
+        counts = count_states(rdb, study_id_of(study), COUNTED_STATES)
     else:
         counts = Counter(t.state for t in study.get_trials(deepcopy=False, states=COUNTED_STATES))
     return _budget_count(counts, finished_before=0)
@@ -70,7 +76,7 @@ class BudgetCounter:
     def count(self) -> BudgetCount:
         if self.rdb is None:
             return count_trials(self.study)
-        rows = _trial_states(self.rdb, self.study._study_id, above=self.watermark)
+        rows = trial_states_above(self.rdb, study_id_of(self.study), above=self.watermark)
         count = _budget_count(Counter(state for _, state in rows), self.finished_below)
         self._advance(rows)
         return count
@@ -95,59 +101,12 @@ def _budget_count(counts: Counter[TrialState], finished_before: int) -> BudgetCo
 
 
 def _rdb_storage(study: optuna.Study) -> RDBStorage | None:
-    """The SQL store under the study (Optuna wraps it in a trial cache), or None."""
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # optuna.storages._CachedStorage
-    return backend if isinstance(backend, RDBStorage) else None
-
-
-def _count_in_sql(storage: RDBStorage, study_id: int) -> Counter[TrialState]:
-    from optuna.storages._rdb import models
-    from sqlalchemy import func
-
-    trial = models.TrialModel
-    with _session(storage) as session:
-        rows = (
-            session.query(trial.state, func.count(trial.trial_id))
-            .filter(trial.study_id == study_id, trial.state.in_(COUNTED_STATES))
-            .group_by(trial.state)
-            .all()
-        )
-    return Counter({state: count for state, count in rows})
-
-
-@contextmanager
-def _session(storage: RDBStorage) -> Iterator[Any]:
-    """A read-only session of the store, closed after use."""
-    session = storage.scoped_session()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
-def _trial_states(storage: RDBStorage, study_id: int, above: int) -> list[tuple[int, TrialState]]:
-    """(trial id, state) of the study's trials with ids above ``above``, ascending."""
-    from optuna.storages._rdb import models
-    from sqlalchemy import and_
-
-    trial = models.TrialModel
-    if above < 0:
-        where = trial.study_id == study_id
-    else:  # "+ 0": walk the primary key from ``above``, not the study's index (all its trials)
-        where = and_(trial.trial_id > above, (trial.study_id + 0) == study_id)
-    with _session(storage) as session:
-        query = session.query(trial.trial_id, trial.state).filter(where)
-        rows = query.order_by(trial.trial_id).all()
-    return [(trial_id, state) for trial_id, state in rows]
+    """The SQL store under the study for the SQL counts, or None (then trials are read)."""
+    return rdb_of(storage_of(study))
 
 
 def release_trial(study: optuna.Study, trial: optuna.Trial) -> None:
     """Put a trial that was asked for but not started back in the queue (WAITING).
 
     The next ``study.ask()`` of any worker pops it; an enqueued retry keeps its params."""
-    study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+    storage_of(study).set_trial_state_values(trial_id_of(trial), TrialState.WAITING)

@@ -27,6 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.errors import HpsearchError
+from hpsearch.storage.internals import frozen_trial_id, storage_of
 from hpsearch.workers.worker import retry_callback
 
 RESTART_DELAY_S = 1.0
@@ -92,6 +93,7 @@ def worker_command(
     device: str,
     track: bool,
     timeout: float | None = None,
+    quick: bool = False,
 ) -> list[str]:
     """The ``hpsearch worker`` command line of one slot (the store URL goes in the env)."""
     command = [sys.executable, "-m", "hpsearch", "worker", spec, "--study-name", study_name]
@@ -102,6 +104,8 @@ def worker_command(
         command += ["--timeout", str(timeout)]
     if not track:
         command.append("--no-mlflow")
+    if quick:
+        command.append("--quick")
     return command
 
 
@@ -319,20 +323,21 @@ def fail_trials_of_dead_workers(study: optuna.Study, pids: Iterable[int]) -> lis
     and re-queue each with the same params; returns the failed trial numbers."""
     wanted = {str(pid) for pid in pids}
     host = socket.gethostname()
-    storage: Any = study._storage
+    storage: Any = storage_of(study)
     callback = retry_callback(study)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
         if worker.get("host") != host or str(worker.get("pid")) not in wanted:
             continue
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker process died")
-        storage.set_trial_user_attr(trial._trial_id, "failure_class", "infrastructure")
+        trial_id = frozen_trial_id(study, trial)
+        storage.set_trial_user_attr(trial_id, "fail_reason", "worker process died")
+        storage.set_trial_user_attr(trial_id, "failure_class", "infrastructure")
         try:
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
         failed.append(trial.number)
-        callback(study, storage.get_trial(trial._trial_id))
+        callback(study, storage.get_trial(trial_id))
     return failed

@@ -33,6 +33,12 @@ from hpsearch.objectives.failures import FAILURE_CLASS_ATTR
 from hpsearch.runner import create_study, make_tracker, with_trial_timeout
 from hpsearch.search_spaces import StudySpec, load_spec
 from hpsearch.storage import MAX_RETRY, default_storage_url, is_transient_error
+from hpsearch.storage.internals import storage_of, trial_id_of
+from hpsearch.storage.stale import (
+    ORPHAN_REASON,
+    fail_orphaned_trials,
+    fail_stale_trials,
+)
 from hpsearch.workers.budget import BudgetCounter, count_trials, release_trial
 
 logger = logging.getLogger("hpsearch.workers")
@@ -46,7 +52,6 @@ STORAGE_PATIENCE_S = 120.0  # how long a worker retries a store that does not an
 MAX_CONSECUTIVE_ERRORS = 5  # unexpected errors in a row before the worker gives up
 MAX_FAILURES_IN_A_ROW = 5  # trainer errors / out-of-memory failures in a row: the worker stops
 STREAK_CLASSES = ("trainer_error", "out_of_memory")  # failures that say the code or device is bad
-STALE_REASON = "heartbeat stopped: the worker died or lost the store"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -288,9 +293,14 @@ class Worker:
         self._storage_call(retry_callback(self.study), self.study, trial)
 
     def _fail_stale_trials(self) -> None:
-        """Fail the RUNNING trials whose heartbeat stopped (dead workers) and enqueue their
-        retries; a no-op on stores without heartbeats."""
-        self._storage_call(fail_stale_trials, self.study)
+        """Fail the RUNNING trials whose heartbeat stopped (dead workers), or that never
+        recorded one within the grace period, and enqueue their retries; a no-op on stores
+        without heartbeats."""
+        retry = retry_callback(self.study)
+        self._storage_call(fail_stale_trials, self.study, retry)
+        orphans = self._storage_call(fail_orphaned_trials, self.study, retry)
+        if orphans:
+            self.report(f"failed and re-queued trial(s) {orphans}: {ORPHAN_REASON}")
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -334,11 +344,11 @@ class _Heartbeat:
     heartbeats; a store error is logged, never raised (the worker's next call will tell)."""
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        storage: Any = study._storage
+        storage: Any = storage_of(study)
         getter = getattr(storage, "get_heartbeat_interval", None)
         self.interval: int | None = getter() if getter else None
         self.storage = storage
-        self.trial_id = trial._trial_id
+        self.trial_id = trial_id_of(trial)
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -368,38 +378,11 @@ class _Heartbeat:
             )
 
 
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Optuna's ``fail_stale_trials`` that also records why on each trial it fails (user attrs
-    ``fail_reason`` and ``failure_class`` = infrastructure), then queues its retry; returns the
-    failed trial ids. Stores without heartbeats: a no-op."""
-    storage: Any = study._storage
-    find_stale = getattr(storage, "_get_stale_trial_ids", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-        if find_stale is None or interval is None:
-            optuna.storages.fail_stale_trials(study)
-            return []
-    failed = []
-    for trial_id in find_stale(study._study_id):
-        try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", STALE_REASON)
-            storage.set_trial_user_attr(trial_id, FAILURE_CLASS_ATTR, "infrastructure")
-            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                failed.append(trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker failed it first
-    callback = retry_callback(study)
-    for trial_id in failed:
-        callback(study, storage.get_trial(trial_id))
-    return failed
-
-
 def retry_callback(study: optuna.Study) -> Callable[[optuna.Study, FrozenTrial], None]:
     """Re-queues a failed trial with the same params (WAITING, popped by the next ask): the
     store's stale-trial callback, so that every retry counts towards its ``max_retry``, else
     Optuna's ``RetryHeartbeatStaleTrialCallback`` with hpsearch's limit."""
-    storage: Any = study._storage
+    storage: Any = storage_of(study)
     getter = getattr(storage, "get_heartbeat_stale_trial_callback", None)
     callback = getter() if getter else None
     with warnings.catch_warnings():

@@ -34,11 +34,12 @@ def feed(
 
 def test_preset_is_registered_with_what_it_reads_and_changes() -> None:
     preset = get_preset("fep-health")
-    assert {"ce_kl_grad_ratio", "prior_separation"} <= preset.names_read()
-    assert preset.knobs_changed() == {"lambda_obs"}
+    assert {"ce_kl_grad_ratio", "prior_separation", "ce"} <= preset.names_read()
+    assert preset.knobs_changed() == {"lambda_obs", "vfe_lr"}
     assert [rule.name for rule in preset.build()] == [
         "non-finite",
         "prior-collapse",
+        "fast-loop-unstable",
         "obs-weight-ladder",
     ]
 
@@ -113,3 +114,20 @@ def test_a_non_finite_metric_aborts_first() -> None:
     fired = feed(engine, knobs, [WEAK, {"ce_kl_grad_ratio": 0.05, "ce": math.inf}])
     assert fired == [[], ["non-finite"]]
     assert knobs["lambda_obs"] == 1.0
+
+
+def test_ce_rising_above_its_best_halves_vfe_lr_at_most_twice() -> None:
+    engine, knobs = make_engine()
+    ces = [2.0, 1.5, 1.0, 0.8, 0.9, 0.97, 0.97, 0.97, 0.99, 1.0, 1.0, 1.0, 1.0]
+    fired = feed(engine, knobs, [{"ce": ce} for ce in ces])
+    # 0.97 > 1.2 * 0.8 from epoch 6: the 2-epoch streak completes at 7, again at 9 (capped after)
+    assert fired == [[]] * 6 + [["fast-loop-unstable"], [], ["fast-loop-unstable"]] + [[]] * 4
+    assert knobs["vfe_lr"] == 0.05 and engine.aborted_by is None
+    assert [event.knobs_after["vfe_lr"] for event in engine.events] == [0.1, 0.05]
+
+
+def test_ce_rising_before_epoch_5_or_once_is_not_enough() -> None:
+    engine, knobs = make_engine()
+    ces = [1.0, 2.0, 2.0, 2.0, 1.0, 1.3, 1.0, 1.0]
+    assert feed(engine, knobs, [{"ce": ce} for ce in ces]) == [[]] * 8
+    assert knobs["vfe_lr"] == 0.2

@@ -132,3 +132,23 @@ def test_unknown_spec_name_and_missing_file(tmp_path: Path) -> None:
     broken.write_text("name: [unclosed")
     with pytest.raises(SpecError, match=r"broken\.yaml: not valid YAML"):
         load_spec(str(broken))
+
+
+def test_quick_variant_overrides_epochs_and_fixed_and_renames_the_study() -> None:
+    data = toy_spec(name="q")
+    full = spec_from_dict({**data, "quick": {"epochs": 1, "fixed": {}}})
+    quick = load_spec(full, quick=True)
+    assert quick.name == "q-quick"
+    assert quick.epochs == 1 and full.epochs != 1
+    assert quick.quick is None and full.quick is not None
+
+
+def test_quick_without_a_quick_section_is_a_spec_error() -> None:
+    spec = spec_from_dict(toy_spec(name="q"))
+    with pytest.raises(SpecError, match="no quick: section"):
+        load_spec(spec, quick=True)
+
+
+def test_a_quick_section_with_an_unknown_param_is_refused_at_load() -> None:
+    with pytest.raises(SpecError, match="quick"):
+        spec_from_dict({**toy_spec(name="q"), "quick": {"fixed": {"no_such_param": 1}}})

@@ -30,8 +30,8 @@ from worker_helpers import (
 
 from hpsearch.runner import create_study
 from hpsearch.search_spaces import load_spec
+from hpsearch.storage.stale import STALE_REASON
 from hpsearch.workers import count_trials
-from hpsearch.workers.worker import STALE_REASON
 
 SHORT_HEARTBEAT = {"HPSEARCH_HEARTBEAT_S": "1", "HPSEARCH_GRACE_S": "3"}
 

@@ -7,9 +7,15 @@
   after that, the trial is aborted.
 - ``prior-collapse``: the token priors' separation below 10% of its first value aborts the trial
   (priors converging together, the seed's issue 4).
+- ``fast-loop-unstable``: from epoch 5, the prediction CE 20% above its best for 2 epochs in a row
+  means the fast loop's natural-gradient steps overshoot (the seed's issue 7: with a strong
+  observation or alignment term F is stiffer than ``vfe_lr`` allows); ``vfe_lr`` is halved, at
+  most twice.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from hpsearch.pruners.base import Action, EpochState, Rule
 from hpsearch.pruners.presets import register_preset
@@ -71,7 +77,7 @@ class ObservationWeightLadder(Rule):
         )
 
 
-FEP_HEALTH = [
+FEP_HEALTH: list[dict[str, Any]] = [
     {
         "name": "non-finite",
         "when": "any_nonfinite()",
@@ -84,12 +90,21 @@ FEP_HEALTH = [
         "then": "abort",
         "message": "token priors converged together: separation below 10% of its start",
     },
+    {
+        "name": "fast-loop-unstable",
+        "when": "epoch >= 5 and ce > 1.2 * best_min(ce)",
+        "for_epochs": 2,
+        "then": {"scale": {"vfe_lr": 0.5}},
+        "max_firings": 2,
+        "message": "prediction CE 20% above its best: fast-loop steps overshoot; vfe_lr x0.5",
+    },
 ]
 
 register_preset(
     "fep-health",
     "seed 004: abort on NaN/inf or collapsed priors; CE/KL ratio < 0.1 for 2 epochs -> "
-    "lambda_obs x10, then abort if it stays < 0.1",
+    "lambda_obs x10, then abort if it stays < 0.1; CE 20% above its best for 2 epochs -> "
+    "vfe_lr x0.5 (at most twice)",
     rules=FEP_HEALTH,
     factories=[ObservationWeightLadder],
     reads=[RATIO_METRIC],

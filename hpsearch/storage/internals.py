@@ -1,0 +1,238 @@
+"""Every use of Optuna's private internals, behind one wall.
+
+hpsearch reaches past Optuna's public API in a few places, for speed (one SQL query instead of
+reading every trial) or for something the public API cannot do (count trials by state in SQL,
+find RUNNING trials that never recorded a heartbeat). Every such use is in this module and
+nowhere else (a test greps the package for private Optuna names).
+
+Contract:
+- Written for Optuna ``WRITTEN_FOR``; ``check_optuna_version()`` (called when a store is
+  opened) logs one warning if another major.minor version is installed.
+- Each function with a public-API fallback takes it when the private name is missing (an
+  Optuna upgrade that moves it), or always when ``HPSEARCH_OPTUNA_PUBLIC_ONLY=1`` (the test
+  suite runs the storage suite that way), so an upgrade degrades speed, never correctness.
+- Functions without a public equivalent (``storage_of``, ``orphan_trial_ids``) say so.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage, RDBStorage
+    from optuna.trial import FrozenTrial, TrialState
+
+logger = logging.getLogger("hpsearch.storage")
+WRITTEN_FOR = (5, 0)
+PUBLIC_ONLY_ENV = "HPSEARCH_OPTUNA_PUBLIC_ONLY"
+# Optuna logs a failed trial's traceback on this logger (hpsearch filters it to one line).
+OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"
+_warned_version = False
+
+
+def public_only() -> bool:
+    """True when every function here must take its public-API fallback."""
+    return os.environ.get(PUBLIC_ONLY_ENV, "").lower() in ("1", "true", "yes")
+
+
+def check_optuna_version() -> None:
+    """One warning when the installed Optuna is not the major.minor this wall was written for."""
+    global _warned_version
+    import optuna
+
+    installed = tuple(int(part) for part in optuna.__version__.split(".")[:2])
+    if installed != WRITTEN_FOR and not _warned_version:
+        _warned_version = True
+        logger.warning(
+            "Optuna %s is installed; hpsearch's storage shortcuts were written for %d.%d (it "
+            "falls back to the public API where a private name moved)",
+            optuna.__version__,
+            *WRITTEN_FOR,
+        )
+
+
+# -- handles --------------------------------------------------------------------------------
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The study's storage (Optuna has no public accessor; ``Study._storage``)."""
+    return study._storage
+
+
+def backend_of(storage: BaseStorage) -> BaseStorage:
+    """The storage under Optuna's in-process trial cache (it wraps RDB stores)."""
+    backend: BaseStorage = getattr(storage, "_backend", storage)
+    return backend
+
+
+def rdb_of(storage: BaseStorage) -> RDBStorage | None:
+    """The SQL store behind ``storage`` for the SQL shortcuts, or None (not SQL, or public
+    API only)."""
+    from optuna.storages import RDBStorage
+
+    backend = backend_of(storage)
+    if public_only() or not isinstance(backend, RDBStorage):
+        return None
+    return backend
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The study's storage id (``Study._study_id``; public fallback: a lookup by name)."""
+    study_id = None if public_only() else getattr(study, "_study_id", None)
+    if study_id is None:
+        study_id = storage_of(study).get_study_id_from_name(study.study_name)
+    return int(study_id)
+
+
+def trial_id_of(trial: optuna.Trial) -> int:
+    """A trial's storage id, unique in the database (``Trial._trial_id``; public fallback: a
+    lookup by study id and trial number)."""
+    trial_id = None if public_only() else getattr(trial, "_trial_id", None)
+    if trial_id is None:
+        study_id = study_id_of(trial.study)
+        trial_id = trial.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    return int(trial_id)
+
+
+def frozen_trial_id(study: optuna.Study, trial: FrozenTrial) -> int:
+    """A finished or listed trial's storage id (``FrozenTrial._trial_id``; public fallback:
+    a lookup by study id and trial number)."""
+    trial_id = None if public_only() else getattr(trial, "_trial_id", None)
+    if trial_id is None:
+        storage = storage_of(study)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id_of(study), trial.number)
+    return int(trial_id)
+
+
+def cached_trials(study: optuna.Study) -> list[FrozenTrial] | None:
+    """Inside ``study.optimize``, the trial list the sampler read for the running trial
+    (``Study._thread_local.cached_all_trials``), else None (the caller reads the trials)."""
+    if public_only():
+        return None
+    cached = getattr(getattr(study, "_thread_local", None), "cached_all_trials", None)
+    return cached if isinstance(cached, list) else None
+
+
+# -- writes ---------------------------------------------------------------------------------
+
+
+def upsert_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> bool:
+    """Write ``attrs`` as the trial's user attributes in one transaction (one multi-row upsert
+    into Optuna's ``trial_user_attributes``) on SQLite and PostgreSQL; False when that is not
+    possible here (the caller then sets them one by one through the public API)."""
+    rdb = rdb_of(trial.storage)
+    if rdb is None:
+        return False
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy.dialects import postgresql, sqlite
+    except ImportError:
+        return False
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(rdb.engine.name)
+    if dialect is None:
+        return False
+    trial_id = trial_id_of(trial)
+    table = models.TrialUserAttributeModel
+    rows = [
+        {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+        for key, value in attrs.items()
+    ]
+    insert = dialect.insert(table).values(rows)
+    upsert = insert.on_conflict_do_update(
+        index_elements=[table.trial_id, table.key],
+        set_={"value_json": insert.excluded.value_json},
+    )
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        stored = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        rdb.check_trial_is_updatable(trial_id, stored.state)  # type: ignore[arg-type]
+        session.execute(upsert)
+    return True
+
+
+# -- SQL reads ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _session(storage: RDBStorage) -> Iterator[Any]:
+    """A session of the store, committed and closed after use."""
+    session = storage.scoped_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def count_states(
+    storage: RDBStorage, study_id: int, states: tuple[TrialState, ...]
+) -> Counter[TrialState]:
+    """How many of the study's trials are in each of ``states``: one grouped SQL query."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import func
+
+    trial = models.TrialModel
+    with _session(storage) as session:
+        rows = (
+            session.query(trial.state, func.count(trial.trial_id))
+            .filter(trial.study_id == study_id, trial.state.in_(states))
+            .group_by(trial.state)
+            .all()
+        )
+    return Counter({state: count for state, count in rows})
+
+
+def trial_states_above(
+    storage: RDBStorage, study_id: int, above: int
+) -> list[tuple[int, TrialState]]:
+    """(trial id, state) of the study's trials with ids above ``above``, ascending."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import and_
+
+    trial = models.TrialModel
+    if above < 0:
+        where = trial.study_id == study_id
+    else:  # "+ 0": walk the primary key from ``above``, not the study's index (all its trials)
+        where = and_(trial.trial_id > above, (trial.study_id + 0) == study_id)
+    with _session(storage) as session:
+        rows = session.query(trial.trial_id, trial.state).filter(where)
+        return [(trial_id, state) for trial_id, state in rows.order_by(trial.trial_id).all()]
+
+
+def stale_trial_ids(storage: BaseStorage, study_id: int) -> list[int] | None:
+    """Ids of the study's RUNNING trials whose heartbeat stopped more than the grace period ago
+    (``_get_stale_trial_ids`` of Optuna's heartbeat stores); None when not available (the
+    public fallback is ``optuna.storages.fail_stale_trials``, which records no reason)."""
+    find = None if public_only() else getattr(storage, "_get_stale_trial_ids", None)
+    return None if find is None else [int(trial_id) for trial_id in find(study_id)]
+
+
+def orphan_trial_ids(storage: RDBStorage, study_id: int, grace_s: float) -> list[int]:
+    """Ids of the study's RUNNING trials with no heartbeat row that started more than
+    ``grace_s`` seconds ago (no public equivalent: Optuna exposes no heartbeat rows)."""
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+    from sqlalchemy import exists, select
+
+    trial, heartbeat = models.TrialModel, models.TrialHeartbeatModel
+    started = trial.__table__.c.datetime_start  # Optuna 5 stores it as naive UTC
+    now_utc = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    query = select(trial.trial_id).where(
+        trial.study_id == study_id,
+        trial.state == TrialState.RUNNING,
+        started < now_utc - datetime.timedelta(seconds=grace_s),
+        ~exists().where(heartbeat.trial_id == trial.trial_id),
+    )
+    with _session(storage) as session:
+        return [int(trial_id) for trial_id in session.execute(query).scalars()]
