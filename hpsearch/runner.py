@@ -189,13 +189,19 @@ def run_trials(
         objective,
         max_trials=n_trials,
         timeout=timeout,
-        report=report or (lambda _line: None),
+        report=report or _report_failures,
         reseed=False,  # one process: a seeded spec gives the same trials every time
     )
     result = worker.run()
     if result.signal is None:
         log_pareto_plot(study, tracker)
     return study, result
+
+
+def _report_failures(line: str) -> None:
+    """Without a line per trial, a failed trial is still one warning line (its reason)."""
+    if " fail: " in line:
+        logger.warning("%s", line)
 
 
 def with_trial_timeout(

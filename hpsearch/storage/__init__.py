@@ -79,8 +79,9 @@ def mask_secrets(text: str, *urls: str) -> str:
 
 def _passwords(url: str) -> list[str]:
     found = []
-    for match in re.finditer(rf"{_URL_USER}:(?P<pw>[^/?# \t\r\n]*)@", url):
-        found.append(match["pw"])
+    for password in (r"[^/?# \t\r\n]*", r"[^/?#@ \t\r\n]*"):  # up to the last '@', the first
+        for match in re.finditer(rf"{_URL_USER}:(?P<pw>{password})@", url):
+            found.append(match["pw"])
     found += [
         match.group(1)
         for match in re.finditer(r"[?&](?:password|passwd|pwd)=([^&# \t\r\n]*)", url, re.I)
