@@ -44,8 +44,15 @@ trials_budget_option = click.option(
     "n_trials",
     type=click.IntRange(min=1),
     default=None,
-    help="Study-wide budget: stop once this many trials of the study have finished (complete "
-    "+ pruned), counted across all workers [default: run until stopped].",
+    help="The study's total: stop once this many trials of the study have finished (complete "
+    "+ pruned), counted across all workers and earlier runs [default: run until stopped].",
+)
+more_trials_option = click.option(
+    "--more-trials",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="N more finished trials than the study has now (instead of --trials).",
 )
 no_mlflow_option = click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
 quick_option = click.option(
@@ -120,9 +127,16 @@ def spaces() -> None:
     "--trials",
     "n_trials",
     type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Trials to run in this process.",
+    default=None,
+    help="The study's total: run until it has this many finished trials (complete + pruned), "
+    "counting earlier runs [default: 20].",
+)
+@more_trials_option
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads [default: $OMP_NUM_THREADS, else 1].",
 )
 @storage_option
 @study_name_option
@@ -136,7 +150,9 @@ def spaces() -> None:
 def run(
     ctx: click.Context,
     spec: str,
-    n_trials: int,
+    n_trials: int | None,
+    more_trials: int | None,
+    threads: int | None,
     storage: str | None,
     study_name: str | None,
     timeout: float | None,
@@ -146,17 +162,27 @@ def run(
     no_progress: bool,
     quick: bool,
 ) -> None:
-    """Run trials of SPEC in this process, then print the Pareto front.
+    """Run trials of SPEC in this process until the study has --trials finished trials (or
+    --more-trials more), then print the Pareto front.
 
     Ctrl-C / SIGTERM fail the running trial, queue it again with the same params and exit with
     130 / 143; no trial is left RUNNING."""
-    from hpsearch.runner import run_trials
+    from hpsearch.objectives import pick_device
+    from hpsearch.runner import create_study, run_trials
 
+    set_torch_threads(threads)
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
+    pick_device(device)  # a bad --device is bad input even when there is nothing to run
+    loaded = load_spec(spec, quick=quick)
+    existing = create_study(loaded, url, study_name)
+    remaining = trials_to_run(existing, n_trials, more_trials, default_total=20)
+    if remaining == 0:
+        click.echo(budget_met_line(existing, n_trials or 20))
+        return
     study, result = run_trials(
-        load_spec(spec, quick=quick),
-        n_trials,
+        loaded,
+        remaining,
         storage=url,
         study_name=study_name,
         track=not no_mlflow,
@@ -173,6 +199,44 @@ def run(
     click.echo(best_table(best_configs(study.study_name, url)))
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """One torch thread unless told otherwise (--threads, $OMP_NUM_THREADS): the trainers'
+    small models run faster on one thread than on many competing ones (bench/threads.py)."""
+    import torch
+
+    from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    count = threads or (int(from_env) if from_env.isdigit() and int(from_env) > 0 else 1)
+    torch.set_num_threads(count)
+
+
+def finished_trials(study: Any) -> int:
+    from hpsearch.workers.budget import count_trials
+
+    return count_trials(study).finished
+
+
+def trials_to_run(
+    study: Any, total: int | None, more: int | None, default_total: int | None = None
+) -> int | None:
+    """Trials still to finish: --trials is the study's total, --more-trials adds to what it has
+    now; None means no budget. Both at once is bad input."""
+    if total is not None and more is not None:
+        raise click.UsageError("give --trials (the study's total) or --more-trials, not both")
+    if more is not None:
+        return more
+    total = total if total is not None else default_total
+    if total is None:
+        return None
+    return max(0, total - finished_trials(study))
+
+
+def budget_met_line(study: Any, total: int) -> str:
+    return (
+        f"study {study.study_name!r} already has {finished_trials(study)} finished trials "
+        f"(--trials {total} is the study's total): nothing to run; use --more-trials N for more"
+    )
+
+
 def _state_counts(study: Any) -> str:
     from collections import Counter
 
@@ -184,14 +248,59 @@ def _state_counts(study: Any) -> str:
 @click.argument("spec")
 @storage_option
 @study_name_option
+@click.option(
+    "--rank-by",
+    metavar="EXPR",
+    default=None,
+    help="Rank all complete feasible trials by this expression, highest first, instead of "
+    "taking the Pareto front, e.g. '0.5*val_accuracy - 1e-5*n_params' ('-val_loss': lowest).",
+)
+@click.option(
+    "--where",
+    metavar="EXPR",
+    default=None,
+    help="Keep only trials for which this holds, e.g. \"val_loss < 20 and schedule != 'staged'\".",
+)
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Keep the first N.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @quick_option
+@click.option(
+    "--export",
+    type=click.Choice(["yaml"]),
+    default=None,
+    help="Print the first config as YAML that `hpsearch try --config FILE` re-runs.",
+)
 def best(
-    spec: str, storage: str | None, study_name: str | None, as_json: bool, quick: bool
+    spec: str,
+    storage: str | None,
+    study_name: str | None,
+    rank_by: str | None,
+    where: str | None,
+    top: int | None,
+    as_json: bool,
+    export: str | None,
+    quick: bool,
 ) -> None:
-    """Pareto-optimal feasible configs of a study, with effective params and MLflow run ids."""
-    configs = best_configs(_study_name_for(spec, study_name, quick), storage)
-    if as_json:
+    """Pareto-optimal feasible configs of a study: sampled and effective params (after rule
+    backoffs), objective values, MLflow run ids.
+
+    --where / --rank-by use the rules' expression language (README, "Rule conditions") over
+    the objective names, final metrics, sampled params and effective_<param>. Reads the store
+    only: a missing store or study is an error, never created."""
+    name = _study_name_for(spec, study_name, quick)
+    configs = best_configs(name, storage, rank_by=rank_by, where=where, top=top)
+    if export:
+        if not configs:
+            raise HpsearchError(f"study {name!r}: no trial matches; nothing to export")
+        from hpsearch.export import export_yaml
+
+        click.echo(export_yaml(configs[0], spec, name, quick=quick), nl=False)
+        if len(configs) > 1:
+            click.echo(
+                f"exported trial {configs[0].trial_number}, the first of {len(configs)}",
+                err=True,
+            )
+    elif as_json:
         click.echo(json.dumps([config.to_dict() for config in configs], indent=2))
     else:
         click.echo(best_table(configs))
@@ -200,12 +309,13 @@ def best(
 @cli.command()
 @storage_option
 def studies(storage: str | None) -> None:
-    """List the studies in the store with trial counts by state."""
+    """List the studies in the store with trial counts by state (a missing store is an error,
+    never created)."""
     click.echo(studies_table(study_summaries(storage)))
 
 
 @cli.command(name="try")
-@click.argument("spec")
+@click.argument("spec", required=False)
 @click.option(
     "--set",
     "assignments",
@@ -213,25 +323,55 @@ def studies(storage: str | None) -> None:
     metavar="KEY=VALUE",
     help="A space param's value (repeatable); others take their default.",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A config exported by `hpsearch best --export yaml` (its spec, params and seed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=None, help="Trainer seed [default: the spec's seed].")
 @quick_option
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads [default: $OMP_NUM_THREADS, else 1].",
+)
 def try_command(
-    spec: str,
+    spec: str | None,
     assignments: tuple[str, ...],
+    config_file: str | None,
     as_json: bool,
     device: str,
     seed: int | None,
+    threads: int | None,
     quick: bool,
 ) -> None:
     """One trial of one config, without a store: final metrics, state and rule events.
 
-    Exits 0 whether the trial completes, is pruned by a rule or fails."""
+    A value the trainer rejects is bad input (exit 2); one outside the searched range but
+    valid is tried, with a note. Exits 0 whether the trial completes, is pruned by a rule or
+    fails."""
+    from hpsearch.export import read_config
     from hpsearch.runner import try_config
 
+    set_torch_threads(threads)
+    params = None
+    if config_file is not None:
+        config = read_config(config_file)
+        spec = spec or config.spec
+        params = config.params
+        seed = config.seed if seed is None else seed
+        quick = quick or config.quick
+    if spec is None:
+        raise click.UsageError("give a SPEC, or --config FILE from `hpsearch best --export yaml`")
     loaded = load_spec(spec, quick=quick)
-    outcome = try_config(loaded, list(assignments), device=device, seed=seed)
+    outcome = try_config(
+        loaded, list(assignments), device=device, seed=seed, params=params, note=_note
+    )
     if as_json:
         data = outcome.to_json()
         keys = (
@@ -278,6 +418,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 @click.argument("spec")
 @storage_option
 @trials_budget_option
+@more_trials_option
 @study_name_option
 @timeout_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -290,6 +431,7 @@ def worker(
     spec: str,
     storage: str | None,
     n_trials: int | None,
+    more_trials: int | None,
     study_name: str | None,
     timeout: float | None,
     device: str,
@@ -303,10 +445,14 @@ def worker(
     journal, grpc://HOST:PORT of `hpsearch storage-proxy`); the study is created if missing.
     SIGTERM or Ctrl-C fails the running trial, queues it again with the same params, and exits
     with 128 + the signal number."""
-    from hpsearch.workers import run_worker
+    from hpsearch.workers import ensure_study, run_worker
 
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
+    if more_trials is not None:
+        study = ensure_study(load_spec(spec, quick=quick), url, study_name)
+        remaining = trials_to_run(study, n_trials, more_trials)
+        n_trials = finished_trials(study) + (remaining or 0)
     click.echo(f"worker pid {os.getpid()} on {mask_url(url)}")
     result = run_worker(
         load_spec(spec, quick=quick),
@@ -347,6 +493,7 @@ def worker(
     help="Run K workers on the CPU instead of GPU workers.",
 )
 @trials_budget_option
+@more_trials_option
 @storage_option
 @study_name_option
 @timeout_option
@@ -374,6 +521,7 @@ def launch(
     per_gpu: int,
     cpu_workers: int | None,
     n_trials: int | None,
+    more_trials: int | None,
     storage: str | None,
     study_name: str | None,
     timeout: float | None,
@@ -402,6 +550,12 @@ def launch(
     study = ensure_study(load_spec(spec, quick=quick), url, study_name)
     name = study.study_name
     device = "cpu" if cpu_workers else "auto"
+    remaining = trials_to_run(study, n_trials, more_trials)
+    if remaining == 0:
+        click.echo(budget_met_line(study, n_trials or 0))
+        return
+    if remaining is not None:
+        n_trials = finished_trials(study) + remaining  # the study's total, for every worker
 
     def command(_slot: Any) -> list[str]:
         return worker_command(
@@ -452,6 +606,10 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
     url = storage or default_storage_url()
     click.echo(f"gRPC storage proxy for {mask_url(url)} on {host}:{port}")
     serve_grpc_proxy(url, host=host, port=port)
+
+
+def _note(line: str) -> None:
+    click.echo(f"note: {line}", err=True)
 
 
 MAX_ERROR_CHARS = 1000

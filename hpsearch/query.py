@@ -10,6 +10,7 @@ import optuna
 
 from hpsearch.errors import StudyNotFoundError
 from hpsearch.objectives.outcome import json_safe
+from hpsearch.query_select import feasible, select_trials
 from hpsearch.storage import default_storage_url, mask_url, open_storage
 
 
@@ -63,13 +64,43 @@ def objective_names(study: optuna.Study) -> list[str]:
     return list(names) if names else [f"value_{i}" for i in range(len(study.directions))]
 
 
-def best_configs(study_name: str, storage: str | None = None) -> list[BestConfig]:
-    """Pareto-optimal, feasible, complete trials of a study, best first for one objective
-    and by trial number otherwise."""
+def best_configs(
+    study_name: str,
+    storage: str | None = None,
+    *,
+    rank_by: str | None = None,
+    where: str | None = None,
+    top: int | None = None,
+) -> list[BestConfig]:
+    """Pareto-optimal, feasible, complete trials of a study, by trial number.
+
+    ``where`` keeps the trials for which an expression holds (before the Pareto front is
+    taken); ``rank_by`` orders all kept feasible trials by an expression, highest first
+    (``-val_loss`` for lowest first), instead of taking the front; ``top`` keeps the first N.
+    Expressions use the rules' safe language over objective names, final metrics, sampled
+    params and ``effective_<param>`` (see ``hpsearch.query_select``)."""
     study = load_study(study_name, storage)
     names = objective_names(study)
-    trials = sorted(study.best_trials, key=lambda trial: trial.number)
+    if rank_by is None and where is None:
+        trials = sorted(study.best_trials, key=lambda trial: trial.number)[:top]
+    else:
+        trials = selected_trials(study, names, rank_by=rank_by, where=where, top=top)
     return [_best_config(trial, names) for trial in trials]
+
+
+def selected_trials(
+    study: optuna.Study,
+    names: list[str],
+    *,
+    rank_by: str | None,
+    where: str | None,
+    top: int | None,
+) -> list[optuna.trial.FrozenTrial]:
+    """The complete feasible trials chosen by ``where`` / ``rank_by`` / ``top``."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    candidates = [trial for trial in complete if feasible(trial)]
+    directions = [direction.name.lower() for direction in study.directions]
+    return select_trials(candidates, names, directions, rank_by=rank_by, where=where, top=top)
 
 
 def _best_config(trial: optuna.trial.FrozenTrial, names: list[str]) -> BestConfig:

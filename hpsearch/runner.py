@@ -8,7 +8,7 @@ import math
 import signal
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from hpsearch.objectives import (
     parse_assignments,
     pick_device,
 )
+from hpsearch.objectives.suggest import try_params
 from hpsearch.search_spaces import FloatParam, IntParam, StudySpec, load_spec
 from hpsearch.search_spaces.schema import ParamSpec, study_name_problem
 from hpsearch.search_spaces.validate import check_against_trainer
@@ -230,12 +231,21 @@ def try_config(
     *,
     device: str | None = None,
     seed: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> TrialOutcome:
-    """One trial of one configuration (space defaults overlaid with ``key=value`` assignments),
-    with no store and no tracking."""
+    """One trial of one configuration (space defaults overlaid with ``params``, then with
+    ``key=value`` assignments), with no store and no tracking.
+
+    A value the trainer rejects is a ParamError before anything runs; a valid value outside
+    the searched space is tried, and ``note`` (default: the log) gets one line about it."""
     spec = load_spec(spec)
-    params = {**spec.fixed, **spec.default_params(), **parse_assignments(spec, assignments or [])}
+    given = {**(params or {}), **parse_assignments(spec, assignments or [])}
+    params, notes = try_params(spec, given)
     trainer_class = check_against_trainer(spec, spec.source)
+    trainer_class.resolve_params(params)  # bad input: one line, before any training
+    for line in notes:
+        (note or logger.warning)(line)
     return execute_trial(
         spec,
         trainer_class,

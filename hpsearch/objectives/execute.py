@@ -4,7 +4,13 @@ Knows nothing of Optuna: ``on_epoch`` lets the caller add its own per-epoch prun
 Every fault of the trainer ends the trial as FAIL with a one-line reason and a failure class
 (``failures.py``), and never propagates: an exception (bad params, out of memory, a bug), a
 ``sys.exit()``, a NaN/inf metric, a metric that is not a number or is missing, a hang past the
-spec's ``trial_timeout``. Only the worker's own stop signals go through.
+spec's ``trial_timeout``. Only the worker's own stop signals go through, and a
+``TrainerContractError``: an undeclared trainer and its spec disagree (a param or knob it reads
+is not given, a final metric the objectives need is missing), so every trial would fail the same
+way; it stops the run with one line.
+
+``effective_params`` are the values the last trained epoch ran with: a backoff fired after the
+last epoch changed no training and is only in the rule events.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 import torch
 
-from hpsearch.errors import ParamError
+from hpsearch.errors import ParamError, TrainerContractError
 from hpsearch.objectives.deadline import Deadline, TrialTimeout, trial_deadline
 from hpsearch.objectives.failures import (
     FailureClass,
@@ -26,6 +32,11 @@ from hpsearch.objectives.failures import (
 from hpsearch.objectives.outcome import TrialOutcome
 from hpsearch.pruners import RuleEngine, build_rules
 from hpsearch.search_spaces import StudySpec
+from hpsearch.search_spaces.validate import (
+    check_final_metrics,
+    check_rule_knobs,
+    watch_pruned_objectives,
+)
 from hpsearch.tracking import TrialRun
 from hpsearch.trainers import Trainer
 
@@ -90,20 +101,25 @@ def execute_trial(
     outcome = TrialOutcome(state="COMPLETE", params=dict(params), effective_params=dict(params))
     outcome.mlflow_run_id = run.run_id
     trainer: Trainer | None = None
+    trained_with: dict[str, Any] = {}  # the params the last epoch trained with
     with trial_deadline(spec.trial_timeout) as deadline:
         try:
             trainer = trainer_class(params, device=device, seed=seed)
-            _evaluate(spec, trainer, run, outcome, on_epoch, deadline)
+            _evaluate(spec, trainer, run, outcome, on_epoch, deadline, trained_with)
         except _Stop as stop:
             outcome.state, outcome.reason = stop.state, stop.reason  # type: ignore[assignment]
             outcome.pruned_by, outcome.failure_class = stop.pruned_by, stop.failure_class
         except TrialTimeout as timeout:
             _fail(outcome, str(timeout), "timeout")
+        except TrainerContractError:
+            raise
         except (Exception, SystemExit) as error:  # a crashing trial never takes the worker down
             _fail(outcome, describe_exception(error), classify_exception(error))
             _release_cuda_memory(error)
         deadline.disarm()
-        if trainer is not None:
+        if trained_with:
+            outcome.effective_params = trained_with
+        elif trainer is not None:  # no epoch ran
             outcome.effective_params = _effective_params(trainer, outcome)
     return outcome
 
@@ -115,12 +131,16 @@ def _evaluate(
     outcome: TrialOutcome,
     on_epoch: EpochHook | None,
     deadline: Deadline,
+    trained_with: dict[str, Any],
 ) -> None:
+    check_rule_knobs(spec, trainer)
     engine = RuleEngine(build_rules(spec.rules), trainer.params)
-    _train(spec, trainer, engine, run, outcome, on_epoch, deadline)
+    _train(spec, trainer, engine, run, outcome, on_epoch, deadline, trained_with)
     deadline.check()
     final = _numbers(trainer.final_metrics(), "the final metrics")
     outcome.final_metrics = _checked(final, "the final metrics")
+    if trainer.metric_names is None:  # undeclared: checked on first use, stops the run
+        check_final_metrics(spec, trainer, outcome.final_metrics)
     _require_metrics(spec, outcome.final_metrics)
     outcome.values = {o.name: o.value(outcome.final_metrics) for o in spec.objectives}
     outcome.constraints = {c.name: c.violation(outcome.final_metrics) for c in spec.constraints}
@@ -147,11 +167,15 @@ def _train(
     outcome: TrialOutcome,
     on_epoch: EpochHook | None,
     deadline: Deadline,
+    trained_with: dict[str, Any],
 ) -> None:
     for epoch, raw in enumerate(trainer.epochs(spec.epochs), start=1):
         deadline.check()
+        trained_with.clear()
+        trained_with.update(_effective_params(trainer, outcome))  # before this epoch's rules
         metrics = _numbers(raw, f"epoch {epoch}")
         outcome.history.append(metrics)
+        watch_pruned_objectives(spec, epoch, metrics)
         with deadline.hold():  # hpsearch's own writes are not cut by the alarm
             run.log_epoch(epoch, metrics)
             fired = engine.observe(epoch, metrics, trainer.knobs)

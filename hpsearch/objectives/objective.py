@@ -1,4 +1,4 @@
-"""Spec + tracker -> an Optuna objective (DESIGN.md, Objective).
+"""Spec + tracker -> an Optuna objective (docs/design.md, Objective).
 
 One trial: suggest params from ``space``, merge ``fixed``, train under the rules, compute the
 objective values (bands included) and the constraint values (``trial.set_constraint``, Optuna 5)
@@ -75,7 +75,7 @@ class SpecObjective:
         self._study_hypervolume: StudyHypervolume | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        params = {**self.spec.fixed, **suggest_params(trial, self.spec.space)}
+        params = {**self.spec.fixed, **suggest_params(trial, self.spec.space, self.spec.fixed)}
         worker = worker_info(self.device)
         tags = {"study": self.study_name, "trial_number": str(trial.number), **worker}
         run = self.tracker.start_trial(self.study_name, trial.number, params, tags)

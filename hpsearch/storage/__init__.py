@@ -1,4 +1,4 @@
-"""Opening the study store from a URL (DESIGN.md, Storage).
+"""Opening the study store from a URL (docs/design.md, Storage).
 
 - ``sqlite:///path.db``: RDB storage with WAL and a busy timeout (several local processes).
 - ``postgresql://`` / ``postgresql+psycopg://``: psycopg 3, ``pool_pre_ping``, small pools.
@@ -342,6 +342,13 @@ def _reconnect_on_restart(engine: Any, patience_s: int) -> None:
 
 def _redis_journal(url: str) -> BaseStorage:
     from optuna.storages.journal import JournalRedisBackend, JournalStorage
+
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise StorageError(
+            f"storage {mask_url(url)} needs the Python package redis: pip install redis"
+        ) from None
 
     return JournalStorage(JournalRedisBackend(url))
 
