@@ -84,6 +84,8 @@ def _quiet_libraries(track: bool = True) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # urllib3 logs each retry of an unreachable MLflow server; hpsearch's own warning says it
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 

@@ -190,7 +190,7 @@ def run_trials(
         figures.before_each(objective),
         max_trials=n_trials,
         timeout=timeout,
-        report=report or (lambda _line: None),
+        report=report or _report_failures,
         reseed=False,  # one process: a seeded spec gives the same trials every time
     )
     with tracker.tracking(study, spec) as session:  # the study's MLflow run, closed at the end
@@ -201,6 +201,12 @@ def run_trials(
         if result.signal is not None:
             session.interrupted = describe_signal(result.signal)
     return study, result
+
+
+def _report_failures(line: str) -> None:
+    """Without a line per trial, a failed trial is still one warning line (its reason)."""
+    if " fail: " in line:
+        logger.warning("%s", line)
 
 
 def with_trial_timeout(

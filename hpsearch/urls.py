@@ -19,7 +19,8 @@ def default_storage_url() -> str:
 
 # scheme://user:password@ : the password is what lies between the first ':' after '//' and the
 # last '@' of the authority (a password may hold '@' or ':'), before any '/', '?' or '#'.
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):[^/?#\s]*@")
+_URL_USER = r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@ \t\r\n]*"
+_CREDENTIALS = re.compile(rf"(?P<head>{_URL_USER}):[^/?# \t\r\n]*@")
 
 
 def mask_url(url: str) -> str:
@@ -30,7 +31,7 @@ def mask_url(url: str) -> str:
     return mask_secrets(url)
 
 
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)[^&#\s]*", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)[^&# \t\r\n]*", re.IGNORECASE)
 
 
 def mask_secrets(text: str, *urls: str) -> str:
@@ -46,10 +47,11 @@ def mask_secrets(text: str, *urls: str) -> str:
 
 def _passwords(url: str) -> list[str]:
     found = []
-    for match in re.finditer(r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:(?P<pw>[^/?#\s]*)@", url):
-        found.append(match["pw"])
+    for password in (r"[^/?# \t\r\n]*", r"[^/?#@ \t\r\n]*"):  # up to the last '@', the first
+        for match in re.finditer(rf"{_URL_USER}:(?P<pw>{password})@", url):
+            found.append(match["pw"])
     found += [
         match.group(1)
-        for match in re.finditer(r"[?&](?:password|passwd|pwd)=([^&#\s]*)", url, re.I)
+        for match in re.finditer(r"[?&](?:password|passwd|pwd)=([^&# \t\r\n]*)", url, re.I)
     ]
     return [password for password in found if len(password) >= 3 and password != "***"]

@@ -348,6 +348,12 @@ def _artifacts(outcome: TrialOutcome) -> dict[str, Any]:
     }
     if outcome.report:
         artifacts["trainer_report"] = json_safe(outcome.report)
+    if outcome.reason:  # why the trial failed or was pruned, next to its FAILED / KILLED status
+        artifacts["outcome"] = {
+            "state": outcome.state,
+            "reason": outcome.reason,
+            "failure_class": outcome.failure_class,
+        }
     return artifacts
 
 

@@ -218,10 +218,8 @@ def _sqlite_tables(path: Path) -> set[str]:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as connection:
             rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
             return {str(row[0]) for row in rows}
-    except sqlite3.DatabaseError as error:
-        raise StorageError(
-            f"storage {path}: cannot read it as SQLite ({error}); check it"
-        ) from None
+    except sqlite3.DatabaseError:  # being created by another process now: let Optuna open it
+        return set()
 
 
 def _sync_normal(storage: RDBStorage) -> None:

@@ -66,11 +66,19 @@ def test_a_nan_metric_fails_the_trial_with_the_metric_named(sqlite_url: str) -> 
 
 
 def test_bad_params_fail_the_trial_with_the_reason(sqlite_url: str) -> None:
-    study = run_toy(
-        sqlite_url, 1, space={"x": {"type": "float", "low": 0.0, "high": 2.0}}, fixed={"decay": 0.9}
+    """x = 1.5 and 1.8 are in the space but out of the toy trainer's range [0, 1]."""
+    spec = spec_from_dict(
+        toy_spec(space={"x": {"type": "float", "low": 0.0, "high": 2.0, "default": 0.5}})
     )
-    reasons = {t.user_attrs.get("fail_reason") for t in study.trials if t.state == FAIL}
-    assert all("param x=" in reason for reason in reasons if reason)
+    queued = hpsearch.create_study(spec, sqlite_url)
+    for x in (1.5, 1.8):
+        queued.enqueue_trial({"x": x})
+    study = hpsearch.run(spec, 2, storage=sqlite_url, track=False)
+    assert [(t.params["x"], t.state) for t in study.trials] == [(1.5, FAIL), (1.8, FAIL)]
+    for trial in study.trials:
+        reason = trial.user_attrs["fail_reason"]
+        assert reason.startswith(f"ParamError: toy: param x={trial.params['x']!r} is out of range")
+        assert trial.user_attrs["failure_class"] == "trainer_error"
 
 
 def test_a_rule_abort_prunes_the_trial_and_records_why(sqlite_url: str) -> None:

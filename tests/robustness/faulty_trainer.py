@@ -9,6 +9,7 @@ string), ``missing`` (final metrics without the objective's metric), ``oom`` (a 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Mapping
@@ -45,10 +46,8 @@ class FaultyTrainer(ToyTrainer):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         if fault == "hang":
             while True:
-                try:
+                with contextlib.suppress(Exception):  # swallows errors: must still be stopped
                     time.sleep(3600)
-                except Exception:  # a trainer that swallows errors must still be stopped
-                    pass
         if fault == "exit":
             sys.exit(3)
         if fault == "output":

@@ -45,8 +45,8 @@ def spec_with(**changes: Any) -> dict[str, str]:
     return {"s.yaml": spec_text(**changes)}
 
 
-def run_spec(*extra: str) -> list[str]:  # one more trial: the seeded store already has one
-    return ["run", "{dir}/s.yaml", "--more-trials", "1", "--storage", "{store}", "--no-mlflow",
+def run_spec(*extra: str) -> list[str]:
+    return ["run", "{dir}/s.yaml", "--trials", "1", "--storage", "{store}", "--no-mlflow",
             "--no-progress", *extra]  # fmt: skip
 
 
@@ -77,7 +77,8 @@ def trainer_module(name: str, body: str) -> dict[str, str]:
 SPEC_CASES = [
     Case("yaml-syntax", "spec", run_spec(), r"not valid YAML .*; fix the syntax",
          {"s.yaml": "name: [toy\n"}),
-    Case("yaml-tabs", "spec", run_spec(), r"not valid YAML", {"s.yaml": "name: toy\n\tepochs: 2\n"}),
+    Case("yaml-tabs", "spec", run_spec(), r"not valid YAML",
+         {"s.yaml": "name: toy\n\tepochs: 2\n"}),
     Case("yaml-empty-file", "spec", run_spec(), r"must be a mapping of keys", {"s.yaml": ""}),
     Case("yaml-list", "spec", run_spec(), r"must be a mapping of keys", {"s.yaml": "- 1\n- 2\n"}),
     Case("yaml-scalar", "spec", run_spec(), r"must be a mapping of keys", {"s.yaml": "42\n"}),
@@ -181,7 +182,7 @@ SPEC_CASES = [
          spec_with(**rule("-" * 100_000 + "loss > 0"))),
     Case("rule-deep-nesting", "spec", run_spec(), r"has too deep a nesting; write a simpler",
          spec_with(**rule("abs(" * 60 + "loss" + ")" * 60 + " > 0"))),
-    Case("rule-division-by-zero-at-run-time", "spec", run_spec(), "",
+    Case("rule-division-by-zero-at-run-time", "spec", run_spec("--study-name", "dz"), "",
          spec_with(**rule("loss / (epoch - epoch) > 1 or loss % 0 > 1")), code=0, new_trials=1),
     Case("rule-unknown-name", "spec", run_spec(), r"'acc' is not a metric, param or knob",
          spec_with(**rule("acc > 0"))),
@@ -228,7 +229,8 @@ VALUE_CASES = [
     Case("timeout-negative", "value", [*RUN_TOY, "--timeout", "-1"], r"'--timeout'.*range"),
     Case("trial-timeout-zero", "value", [*RUN_TOY, "--trial-timeout", "0"],
          r"'--trial-timeout'.*range"),
-    Case("unknown-option", "value", [*RUN_TOY, "--trails", "3"], r"No such option '--trails'.*'--trials'"),
+    Case("unknown-option", "value", [*RUN_TOY, "--trails", "3"],
+         r"No such option '--trails'.*'--trials'"),
     Case("device-banana", "value", [*RUN_TOY, "--device", "banana"],
          r"--device 'banana' is not a device; use auto, cpu, cuda"),
     Case("device-cuda-99", "value", [*RUN_TOY, "--device", "cuda:99"],
@@ -247,7 +249,7 @@ VALUE_CASES = [
          env={"HPSEARCH_HEARTBEAT_S": "soon"}),
     Case("env-grace-too-short", "value", RUN_TOY, r"HPSEARCH_GRACE_S=1 is shorter than two",
          env={"HPSEARCH_HEARTBEAT_S": "5", "HPSEARCH_GRACE_S": "1"}),
-    Case("env-storage-bogus", "value", RUN_TOY[:-4] + ["--no-mlflow"],
+    Case("env-storage-bogus", "value", [*RUN_TOY[:-4], "--no-mlflow"],
          r"unsupported storage URL 'bogus://x'", env={"HPSEARCH_STORAGE": "bogus://x"}),
     Case("dashboard-port-text", "value", ["dashboard", "--port", "http"],
          r"'http' is not a valid integer"),
@@ -387,7 +389,9 @@ def _files_state(folder: Path) -> dict[str, Any]:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not path.name.endswith(("-wal", "-shm", ".pyc")):
             is_db = path.read_bytes()[:16] == b"SQLite format 3\x00"
-            state[str(path.relative_to(folder))] = store_rows(path) if is_db else path.stat().st_size
+            state[str(path.relative_to(folder))] = (
+                store_rows(path) if is_db else path.stat().st_size
+            )
     return state
 
 

@@ -91,7 +91,12 @@ def test_every_fault_ends_its_trial_with_its_reason_and_the_worker_goes_on(
     by_trial = {int(row["tags.trial_number"]): row for _, row in runs.iterrows()}
     for trial in trials:
         expected = "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED"
-        assert by_trial[trial.number]["status"] == expected, trial.params["fault"]
+        run = by_trial[trial.number]
+        assert run["status"] == expected, trial.params["fault"]
+        if trial.state == TrialState.FAIL:
+            outcome = mlflow.artifacts.load_dict(f"{run['artifact_uri']}/outcome.json")
+            assert outcome["reason"] == trial.user_attrs["fail_reason"]
+            assert outcome["failure_class"] == trial.user_attrs["failure_class"]
 
 
 @pytest.mark.parametrize(
