@@ -80,7 +80,43 @@ def best_configs(
     taken); ``rank_by`` orders all kept feasible trials by an expression, highest first
     (``-val_loss`` for lowest first), instead of taking the front; ``top`` keeps the first N.
     Expressions use the rules' safe language over objective names, final metrics, sampled
-    params and ``effective_<param>`` (see ``hpsearch.query_select``)."""
+    params and ``effective_<param>`` (see ``hpsearch.query_select``).
+
+    Args:
+        study_name: the study (a spec's name unless ``--study-name`` gave another).
+        storage: the store URL (default: ``HPSEARCH_STORAGE``, then ``sqlite:///hpsearch.db``);
+            a store that does not exist is an error, never created.
+        rank_by: an expression to sort the feasible trials by, highest first.
+        where: an expression a trial must satisfy.
+        top: keep the first ``top`` configs.
+
+    Returns:
+        ``BestConfig`` records: sampled and effective params, named objective values, final
+        metrics, constraint values, rule events and the MLflow run id.
+
+    Example:
+        >>> from hpsearch.search_spaces import spec_from_dict
+        >>> from hpsearch.trainers import register_trainer
+        >>> from hpsearch.trainers.base import function_trainer
+        >>> def quadratic(params, knobs, *, device, seed):
+        ...     for epoch in range(1, 4):
+        ...         yield {"loss": (params["x"] - 0.3) ** 2 + 0.1 / epoch}
+        >>> register_trainer("doc-quadratic", function_trainer(quadratic))
+        >>> spec = spec_from_dict({
+        ...     "name": "doc", "trainer": "doc-quadratic", "epochs": 3,
+        ...     "space": {"x": {"type": "float", "low": 0.0, "high": 1.0, "default": 0.5}},
+        ...     "objectives": [{"metric": "loss", "direction": "minimize"}],
+        ...     "sampler": {"name": "random", "seed": 0},
+        ... })
+        >>> import hpsearch
+        >>> _ = hpsearch.run(spec, 6, storage="sqlite:///doc-best.db", track=False)
+        >>> best = best_configs("doc", "sqlite:///doc-best.db")
+        >>> len(best), sorted(best[0].values)
+        (1, ['loss'])
+        >>> top = best_configs("doc", "sqlite:///doc-best.db", rank_by="-loss", top=2)
+        >>> top[0].values["loss"] <= top[1].values["loss"]
+        True
+    """
     study = load_study(study_name, storage)
     names = objective_names(study)
     if rank_by is None and where is None:

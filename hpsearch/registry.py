@@ -50,6 +50,10 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
+    def entry(self, name: str) -> T | str | None:
+        """What ``name`` was registered as (not imported), or None."""
+        return self._entries.get(name)
+
     def get(self, name: str) -> T:
         """The object registered as ``name`` (imported now if it was a string);
         KeyError naming the known names otherwise."""

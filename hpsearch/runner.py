@@ -142,7 +142,42 @@ def run(
     a row do, with a ``WorkerError``. ``timeout`` stops starting trials after that many seconds
     and also bounds each trial (as ``trial_timeout`` does, which overrides the spec's).
     SIGINT / SIGTERM fail the running trial and queue it again with the same params (none is
-    left RUNNING), then raise ``KeyboardInterrupt`` / ``SystemExit(143)``."""
+    left RUNNING), then raise ``KeyboardInterrupt`` / ``SystemExit(143)``.
+
+    Args:
+        spec: a packaged spec name, a YAML path or a ``StudySpec``.
+        n_trials: the study's total of finished trials to reach (complete + pruned, earlier
+            runs included); None runs until ``timeout`` or a signal.
+        storage: the study store URL.
+        study_name: overrides the spec's name.
+        tracking_uri: the MLflow tracking URI; ``track=False`` turns MLflow off.
+        track: whether to track trials in MLflow.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        timeout: seconds after which no new trial starts (each trial is bounded by it too).
+        trial_timeout: seconds one trial may take.
+        show_progress_bar: log one line per finished trial.
+
+    Returns:
+        The ``optuna.Study``, with every trial's attributes (effective params, rule events,
+        stop reason) stored on it.
+
+    Example:
+        >>> from hpsearch.search_spaces import spec_from_dict
+        >>> from hpsearch.trainers import register_trainer
+        >>> from hpsearch.trainers.base import function_trainer
+        >>> def quadratic(params, knobs, *, device, seed):
+        ...     for epoch in range(1, 4):
+        ...         yield {"loss": (params["x"] - 0.3) ** 2 + 0.1 / epoch}
+        >>> register_trainer("doc-quadratic", function_trainer(quadratic))
+        >>> spec = spec_from_dict({
+        ...     "name": "doc", "trainer": "doc-quadratic", "epochs": 3,
+        ...     "space": {"x": {"type": "float", "low": 0.0, "high": 1.0, "default": 0.5}},
+        ...     "objectives": [{"metric": "loss", "direction": "minimize"}],
+        ... })
+        >>> study = run(spec, 4, storage="sqlite:///doc-run.db", track=False)
+        >>> len(study.trials), study.trials[0].state.name
+        (4, 'COMPLETE')
+    """
     report = logger.info if show_progress_bar else None
     study, result = run_trials(
         spec,
@@ -242,7 +277,37 @@ def try_config(
     ``key=value`` assignments), with no store and no tracking.
 
     A value the trainer rejects is a ParamError before anything runs; a valid value outside
-    the searched space is tried, and ``note`` (default: the log) gets one line about it."""
+    the searched space is tried, and ``note`` (default: the log) gets one line about it.
+
+    Args:
+        spec: a packaged spec name, a YAML path or a ``StudySpec``.
+        assignments: ``key=value`` strings for space params (as ``hpsearch try --set``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: the trainer's seed (default: the spec's).
+        params: values for space params, applied before ``assignments``.
+        note: where the one-line note about an out-of-space value goes.
+
+    Returns:
+        The ``TrialOutcome``: state (COMPLETE / PRUNED / FAIL), final metrics, objective and
+        constraint values, the metric history and the rule events.
+
+    Example:
+        >>> from hpsearch.search_spaces import spec_from_dict
+        >>> from hpsearch.trainers import register_trainer
+        >>> from hpsearch.trainers.base import function_trainer
+        >>> def quadratic(params, knobs, *, device, seed):
+        ...     for epoch in range(1, 4):
+        ...         yield {"loss": (params["x"] - 0.3) ** 2 + 0.1 / epoch}
+        >>> register_trainer("doc-quadratic", function_trainer(quadratic))
+        >>> spec = spec_from_dict({
+        ...     "name": "doc", "trainer": "doc-quadratic", "epochs": 3,
+        ...     "space": {"x": {"type": "float", "low": 0.0, "high": 1.0, "default": 0.5}},
+        ...     "objectives": [{"metric": "loss", "direction": "minimize"}],
+        ... })
+        >>> outcome = try_config(spec, ["x=0.3"])
+        >>> outcome.state, round(outcome.final_metrics["loss"], 4)
+        ('COMPLETE', 0.0333)
+    """
     spec = load_spec(spec)
     given = {**(params or {}), **parse_assignments(spec, assignments or [])}
     params, notes = try_params(spec, given)

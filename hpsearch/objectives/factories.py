@@ -2,42 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import optuna
 
 from hpsearch._util import first_line
 from hpsearch.errors import SpecError
 from hpsearch.pruners.pareto_asha import PRUNER_NAME, ParetoAshaPruner
+from hpsearch.registry import Registry
 from hpsearch.search_spaces import PrunerSpec, SamplerSpec, StudySpec
 
-_OPTUNA_PRUNERS: dict[str, Any] = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "wilcoxon": optuna.pruners.WilcoxonPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "patient": optuna.pruners.PatientPruner,
-    "nop": optuna.pruners.NopPruner,
-}
+# Samplers and pruners by the names a spec uses: ``"package.module:Class"`` entries, imported
+# on first use. A plug-in adds its own with ``SAMPLERS.register`` / ``PRUNERS.register``
+# (a sampler class takes ``seed=`` and its options; a pruner class takes its options).
+SAMPLERS: Registry[type[optuna.samplers.BaseSampler]] = Registry(
+    "sampler",
+    {
+        "tpe": "optuna.samplers:TPESampler",
+        "nsga2": "optuna.samplers:NSGAIISampler",
+        "nsga3": "optuna.samplers:NSGAIIISampler",
+        "gp": "optuna.samplers:GPSampler",
+        "qmc": "optuna.samplers:QMCSampler",
+        "random": "optuna.samplers:RandomSampler",
+    },
+)
+PRUNERS: Registry[type[optuna.pruners.BasePruner]] = Registry(
+    "pruner",
+    {
+        PRUNER_NAME: "hpsearch.pruners.pareto_asha:ParetoAshaPruner",
+        "median": "optuna.pruners:MedianPruner",
+        "percentile": "optuna.pruners:PercentilePruner",
+        "successive-halving": "optuna.pruners:SuccessiveHalvingPruner",
+        "hyperband": "optuna.pruners:HyperbandPruner",
+        "wilcoxon": "optuna.pruners:WilcoxonPruner",
+        "threshold": "optuna.pruners:ThresholdPruner",
+        "patient": "optuna.pruners:PatientPruner",
+        "nop": "optuna.pruners:NopPruner",
+    },
+)
+# Pruners that decide on several objectives (Optuna's own prune one objective only).
+MULTI_OBJECTIVE_PRUNERS = {PRUNER_NAME, "nop"}
 
 
 def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
     """The spec's sampler; constraints reach it through ``trial.set_constraint`` (Optuna 5)."""
-    options = dict(spec.options)
     try:
-        if spec.name == "tpe":
-            return optuna.samplers.TPESampler(seed=spec.seed, **options)
-        if spec.name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=spec.seed, **options)
-        if spec.name == "nsga3":
-            return optuna.samplers.NSGAIIISampler(seed=spec.seed, **options)
-        if spec.name == "gp":
-            return optuna.samplers.GPSampler(seed=spec.seed, **options)
-        if spec.name == "qmc":
-            return optuna.samplers.QMCSampler(seed=spec.seed, **options)
-        return optuna.samplers.RandomSampler(seed=spec.seed, **options)
+        sampler_class = SAMPLERS.get(spec.name)
+    except KeyError as error:
+        raise SpecError(f"sampler.name: {error.args[0]}") from None
+    try:
+        return sampler_class(seed=spec.seed, **dict(spec.options))  # type: ignore[call-arg]
     except (TypeError, ValueError, OverflowError) as error:
         raise SpecError(
             f"sampler.options: {first_line(error)}; check the options of {spec.name}"
@@ -49,20 +61,20 @@ def make_pruner(spec: PrunerSpec | None, study_spec: StudySpec) -> optuna.pruner
     one of Optuna's (single-objective specs only), or NopPruner when none is named."""
     if spec is None:
         return optuna.pruners.NopPruner()
-    if spec.name == PRUNER_NAME:
-        return make_pareto_asha(spec, study_spec)
-    if spec.name not in _OPTUNA_PRUNERS:
+    if spec.name not in PRUNERS:
         raise SpecError(
             f"{study_spec.source}: pruner.name: unknown pruner {spec.name!r}; use one of "
-            f"{', '.join(sorted([*_OPTUNA_PRUNERS, PRUNER_NAME]))}"
+            f"{', '.join(PRUNERS.names())}"
         )
-    if len(study_spec.objectives) > 1 and spec.name != "nop":
+    if spec.name == PRUNER_NAME:
+        return make_pareto_asha(spec, study_spec)
+    if len(study_spec.objectives) > 1 and spec.name not in MULTI_OBJECTIVE_PRUNERS:
         raise SpecError(
             f"{study_spec.source}: pruner.name: Optuna's {spec.name!r} pruner works only with "
             f"one objective; use {PRUNER_NAME!r} for several objectives, or remove the pruner"
         )
     try:
-        return _OPTUNA_PRUNERS[spec.name](**spec.options())
+        return PRUNERS.get(spec.name)(**spec.options())
     except (TypeError, ValueError, OverflowError) as error:
         raise SpecError(
             f"{study_spec.source}: pruner: {first_line(error)}; check its options"

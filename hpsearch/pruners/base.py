@@ -66,6 +66,21 @@ class Rule(ABC):
     same epoch left them; it returns an ``Action`` when the rule fires, else ``None``. Rules
     may keep state between epochs (``for_epochs`` counters, ladders); one rule object serves one
     trial (the engine builds fresh rules per trial).
+
+    Example:
+        >>> from hpsearch.pruners import RuleEngine
+        >>> from hpsearch.pruners.base import Action, Rule
+        >>> class HalveLrWhenRising(Rule):
+        ...     def check(self, state):
+        ...         earlier = state.history[-2]["loss"] if len(state.history) > 1 else None
+        ...         rising = earlier is not None and state.metrics["loss"] > earlier
+        ...         return Action("backoff", {"lr": state.knobs["lr"] / 2}) if rising else None
+        >>> knobs = {"lr": 0.1}
+        >>> engine = RuleEngine([HalveLrWhenRising("halve-lr")], {"lr": 0.1})
+        >>> for epoch, loss in enumerate([1.0, 0.8, 0.9], start=1):
+        ...     _ = engine.observe(epoch, {"loss": loss}, knobs)
+        >>> knobs, [(e.epoch, e.rule) for e in engine.events]
+        ({'lr': 0.05}, [(3, 'halve-lr')])
     """
 
     def __init__(self, name: str) -> None:

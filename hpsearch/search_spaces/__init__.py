@@ -81,7 +81,29 @@ def load_spec(spec: str | StudySpec, *, quick: bool = False) -> StudySpec:
     """Load, parse and fully validate a spec (a packaged name, a YAML path, or a StudySpec).
 
     ``quick=True`` gives the spec's ``quick:`` variant (smaller sizes, fewer epochs, study
-    ``<name>-quick``); a spec without that section is a SpecError."""
+    ``<name>-quick``); a spec without that section is a SpecError.
+
+    Args:
+        spec: a packaged spec name (``hpsearch spaces``), a path to a YAML file, or a
+            ``StudySpec`` (checked again against its trainer).
+        quick: return the spec's ``quick:`` variant.
+
+    Returns:
+        The validated ``StudySpec``: every name checked against the trainer's params,
+        metrics and knobs.
+
+    Raises:
+        SpecError: one line naming the file, the key and the fix.
+
+    Example:
+        >>> spec = load_spec("cvfp")
+        >>> spec.objective_names
+        ['val_convergence_rate', 'val_effective_rank_ratio']
+        >>> load_spec("no-such-spec")
+        Traceback (most recent call last):
+        ...
+        hpsearch.errors.SpecError: unknown spec 'no-such-spec'; use a packaged spec ...
+    """
     if isinstance(spec, StudySpec):
         check_against_trainer(spec, spec.source)
         return quick_variant(spec) if quick else spec

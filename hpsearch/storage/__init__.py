@@ -20,6 +20,7 @@ import os
 import random
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,9 +30,11 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 
 from hpsearch._util import quiet_experimental
 from hpsearch.errors import StorageError
+from hpsearch.registry import Registry
 from hpsearch.storage.internals import check_optuna_version
 from hpsearch.urls import DEFAULT_STORAGE, default_storage_url, mask_secrets, mask_url
 
+Opener = Callable[[str, bool, bool], BaseStorage]  # (url, heartbeat, create) -> store
 logger = logging.getLogger("hpsearch.storage")
 
 HEARTBEAT_INTERVAL_S = 60
@@ -67,21 +70,14 @@ def open_storage(
 
 
 def _open(url: str, scheme: str, heartbeat: bool, create: bool) -> BaseStorage:
-    if scheme == "sqlite":
-        return _sqlite(url, heartbeat, create)
-    if scheme.startswith("postgresql"):
-        return _postgresql(url, heartbeat)
-    if scheme in ("redis", "rediss"):
-        return _redis_journal(url)
-    if scheme == "journal":
-        return _file_journal(url)
-    if scheme == "grpc":
-        return _grpc(url)
-    raise StorageError(
-        f"unsupported storage URL {mask_url(url)!r}; use sqlite:///file.db, "
-        "postgresql+psycopg://user@host/db, redis://host:port, journal:///file.log "
-        "or grpc://host:port"
-    )
+    kind = "postgresql" if scheme.startswith("postgresql") else scheme
+    if kind not in STORES:
+        raise StorageError(
+            f"unsupported storage URL {mask_url(url)!r}; use sqlite:///file.db, "
+            "postgresql+psycopg://user@host/db, redis://host:port, journal:///file.log "
+            "or grpc://host:port"
+        )
+    return STORES.get(kind)(url, heartbeat, create)
 
 
 _TRANSIENT_ERROR_NAMES = frozenset(
@@ -354,6 +350,7 @@ def serve_grpc_proxy(
 __all__ = [
     "DEFAULT_GRPC_PORT",
     "DEFAULT_STORAGE",
+    "STORES",
     "default_storage_url",
     "heartbeat_settings",
     "is_transient_error",
@@ -361,3 +358,19 @@ __all__ = [
     "open_storage",
     "serve_grpc_proxy",
 ]
+
+
+# Store kinds by URL scheme (``postgresql+driver`` counts as ``postgresql``): an opener takes
+# the URL, whether to record heartbeats, and whether a missing store may be created. A plug-in
+# adds a scheme with ``STORES.register("scheme", opener)``.
+STORES: Registry[Opener] = Registry(
+    "store",
+    {
+        "sqlite": lambda url, heartbeat, create: _sqlite(url, heartbeat, create),
+        "postgresql": lambda url, heartbeat, _create: _postgresql(url, heartbeat),
+        "redis": lambda url, _heartbeat, _create: _redis_journal(url),
+        "rediss": lambda url, _heartbeat, _create: _redis_journal(url),
+        "journal": lambda url, _heartbeat, _create: _file_journal(url),
+        "grpc": lambda url, _heartbeat, _create: _grpc(url),
+    },
+)

@@ -20,28 +20,35 @@ from types import ModuleType
 
 from hpsearch._util import first_line
 from hpsearch.errors import TrainerError
+from hpsearch.registry import Registry
 from hpsearch.trainers.base import FunctionTrainer, Trainer, function_trainer
 
-_BUILTIN: dict[str, str] = {
-    "cvfp": "hpsearch.trainers.cvfp:CvfpTrainer",
-    "vae": "hpsearch.trainers.vae:VaeTrainer",
-    "lbo": "hpsearch.trainers.lbo:LboTrainer",
-    "lvm": "hpsearch.trainers.lvm:LvmTrainer",
-    "fep": "hpsearch.trainers.fep:FepTrainer",
-}
+# Registry names of trainers -> "package.module:Class" (or a class): the packaged five, and
+# any a plug-in registers with ``TRAINERS.register`` / ``register_trainer``.
+TRAINERS: Registry[type[Trainer]] = Registry(
+    "trainer",
+    {
+        "cvfp": "hpsearch.trainers.cvfp:CvfpTrainer",
+        "vae": "hpsearch.trainers.vae:VaeTrainer",
+        "lbo": "hpsearch.trainers.lbo:LboTrainer",
+        "lvm": "hpsearch.trainers.lvm:LvmTrainer",
+        "fep": "hpsearch.trainers.fep:FepTrainer",
+    },
+)
 
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
-def register_trainer(name: str, target: str) -> None:
-    """Register ``name`` as an alias of ``package.module:Class``."""
-    _BUILTIN[name] = target
+def register_trainer(name: str, target: str | type[Trainer]) -> None:
+    """Register ``name`` for ``package.module:Class`` (or the class itself):
+    ``TRAINERS.register``."""
+    TRAINERS.register(name, target)
 
 
 def trainer_names() -> list[str]:
-    """The registry names of the built-in trainers."""
-    return sorted(_BUILTIN)
+    """The registry names of the trainers."""
+    return TRAINERS.names()
 
 
 def get_trainer_class(name: str, base_dir: Path | None = None) -> type[Trainer]:
@@ -49,7 +56,10 @@ def get_trainer_class(name: str, base_dir: Path | None = None) -> type[Trainer]:
     ``file.py:Class`` to a Trainer class (a generator function is wrapped in one). A relative
     ``file.py`` is looked for in ``base_dir`` (the spec's folder) first, then the working
     directory."""
-    target = _BUILTIN.get(name, name)
+    registered = TRAINERS.entry(name)
+    if isinstance(registered, type) and issubclass(registered, Trainer):
+        return registered
+    target = registered if isinstance(registered, str) else name
     if ":" not in target:
         raise TrainerError(
             f"unknown trainer {name!r}; use one of {', '.join(trainer_names())}, "
@@ -122,6 +132,7 @@ def _import_file(name: str, path: Path) -> ModuleType:
 
 
 __all__ = [
+    "TRAINERS",
     "FunctionTrainer",
     "Trainer",
     "function_trainer",

@@ -72,6 +72,18 @@ class Trainer(ABC):
     ``knobs`` holds the live hyperparameters: the declared ``knob_names`` taken from the params,
     else every numeric param. A trainer reads them at every step, so a backoff applied after
     epoch k shapes epoch k+1; a trainer that reads ``params`` instead ignores backoffs.
+
+    Example:
+        >>> import torch
+        >>> from hpsearch.trainers import Trainer
+        >>> class Decay(Trainer):
+        ...     def run_epoch(self, epoch, total_epochs):
+        ...         return {"loss": self.knobs["lr"] / epoch}
+        ...     def final_metrics(self):
+        ...         return {"loss": self.knobs["lr"] / self.epoch}
+        >>> trainer = Decay({"lr": 0.5}, device=torch.device("cpu"), seed=0)
+        >>> [round(m["loss"], 3) for m in trainer.epochs(3)], trainer.final_metrics()
+        ([0.5, 0.25, 0.167], {'loss': 0.16666666666666666})
     """
 
     name: ClassVar[str] = ""

@@ -17,6 +17,7 @@ from typing import Any
 from hpsearch.errors import RuleError
 from hpsearch.pruners.base import Rule
 from hpsearch.pruners.declarative import RuleConfig
+from hpsearch.registry import Registry
 
 RuleFactory = Callable[[], Rule]
 
@@ -55,7 +56,9 @@ class Preset:
         return knobs
 
 
-_PRESETS: dict[str, Preset] = {}
+# Every module of this package registers its presets here when first needed (``_load_builtin``);
+# a plug-in registers its own with ``register_preset`` (or ``PRESETS.register``).
+PRESETS: Registry[Preset] = Registry("rule preset")
 _loaded = False
 
 
@@ -77,7 +80,7 @@ def register_preset(
         reads=frozenset(reads),
         changes=frozenset(changes),
     )
-    _PRESETS[name] = preset
+    PRESETS.register(name, preset)
     return preset
 
 
@@ -92,14 +95,15 @@ def _load_builtin() -> None:
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; RuleError listing the known ones otherwise."""
     _load_builtin()
-    if name not in _PRESETS:
-        raise RuleError(f"unknown rule preset {name!r}; use one of {', '.join(preset_names())}")
-    return _PRESETS[name]
+    try:
+        return PRESETS.get(name)
+    except KeyError as error:
+        raise RuleError(str(error.args[0])) from None
 
 
 def preset_names() -> list[str]:
     _load_builtin()
-    return sorted(_PRESETS)
+    return PRESETS.names()
 
 
-__all__ = ["Preset", "get_preset", "preset_names", "register_preset"]
+__all__ = ["PRESETS", "Preset", "get_preset", "preset_names", "register_preset"]
