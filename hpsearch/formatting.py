@@ -70,7 +70,13 @@ def studies_table(summaries: Sequence[StudySummary]) -> str:
     if not summaries:
         return "no studies in this store"
     states = ["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
-    headers = ["study", "objectives", *[state.lower() for state in states], "total"]
+    headers = [
+        "study",
+        "objectives",
+        *[state.lower() for state in states],
+        "total",
+        "failed by class",
+    ]
     rows = [
         [
             summary.name,
@@ -82,6 +88,7 @@ def studies_table(summaries: Sequence[StudySummary]) -> str:
             ),
             *(summary.counts.get(state, 0) for state in states),
             sum(summary.counts.values()),
+            ", ".join(f"{name} {count}" for name, count in summary.failures.items()) or "-",
         ]
         for summary in summaries
     ]

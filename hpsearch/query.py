@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -9,11 +10,12 @@ import optuna
 from optuna.storages import BaseStorage
 
 from hpsearch.errors import StudyNotFoundError
+from hpsearch.objectives.failures import FAILURE_CLASS_ATTR
 from hpsearch.objectives.outcome import json_safe
 from hpsearch.objectives.summary import FINAL_METRICS_SYSTEM_ATTR, RULE_EVENTS_SYSTEM_ATTR
 from hpsearch.query_select import feasible, select_trials
 from hpsearch.storage import default_storage_url, mask_url, open_storage
-from hpsearch.storage.internals import count_states, rdb_of
+from hpsearch.storage.internals import count_attr_values, count_states, rdb_of
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class StudySummary:
     directions: list[str]
     objective_names: list[str]
     counts: dict[str, int]
+    failures: dict[str, int] = field(default_factory=dict)  # FAIL trials by failure_class
 
     @property
     def finished(self) -> int:
@@ -195,9 +198,31 @@ def study_summaries(storage: str | None = None) -> list[StudySummary]:
                 directions=[d.name.lower() for d in study.directions],
                 objective_names=list(study.system_attrs.get("study:metric_names", [])),
                 counts=counts,
+                failures=_failure_classes(store, study.study_name) if counts.get("FAIL") else {},
             )
         )
     return sorted(summaries, key=lambda item: item.name)
+
+
+def _failure_classes(store: BaseStorage, study_name: str) -> dict[str, int]:
+    """FAIL trials by user attr ``failure_class`` (``unknown`` where it is missing): one SQL
+    query on SQL stores, the FAIL trials read otherwise."""
+    study_id = store.get_study_id_from_name(study_name)
+    fail = optuna.trial.TrialState.FAIL
+    rdb = rdb_of(store)
+    if rdb is not None:
+        counted = count_attr_values(rdb, study_id, fail, FAILURE_CLASS_ATTR)
+    else:
+        trials = store.get_all_trials(study_id, deepcopy=False, states=(fail,))
+        counted = Counter(
+            str(t.user_attrs[FAILURE_CLASS_ATTR])
+            for t in trials
+            if FAILURE_CLASS_ATTR in t.user_attrs
+        )
+    unknown = store.get_n_trials(study_id, fail) - sum(counted.values())
+    if unknown > 0:
+        counted["unknown"] += unknown
+    return dict(sorted(counted.items()))
 
 
 def _state_counts(store: BaseStorage, study_id: int) -> dict[str, int]:
