@@ -26,6 +26,7 @@ CLUSTER_ONLY = {
     "time_limit": ("slurm",),
     "sbatch_args": ("slurm",),
     "address": ("ray",),
+    "max_restarts": ("local", "ray"),
 }
 
 
