@@ -94,9 +94,16 @@ stop_pid_file() {
     rm -f "$file"
 }
 
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 case "$action" in
 start)
     install_if_missing
+    for p in "$port" "$((port + 1))"; do
+        port_free "$p" || fail "port $p is in use (another Slurm?): set HPSEARCH_SLURM_PORT"
+    done
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     write_config

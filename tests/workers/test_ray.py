@@ -65,6 +65,22 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         head.wait(timeout=30)
 
 
+@pytest.fixture
+def launches() -> Iterator[list[subprocess.Popen[str]]]:
+    """Launch processes a test starts; any still running at its end (a failed test) gets
+    Ctrl-C, so that it cancels its workers, and is killed if it has not exited in a minute."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
         return True
@@ -90,12 +106,17 @@ def _tag(log: Path) -> str:
 
 @pytest.mark.slow
 def test_actors_finish_exactly_n_and_each_trial_names_its_node_and_gpu(
-    ray_address: str, postgres_url: str, unique_name: str, tmp_path: Path
+    ray_address: str,
+    postgres_url: str,
+    unique_name: str,
+    tmp_path: Path,
+    launches: list[subprocess.Popen[str]],
 ) -> None:
     spec = write_spec(tmp_path, sleep_s=0.1, epochs=2)
     log = tmp_path / "launch.log"
     args = _launch_args(spec, postgres_url, unique_name, 8, 3, ray_address)
     launch = start_hpsearch(*args, cwd=tmp_path, env=_env(), log=log)
+    launches.append(launch)
     assert launch.wait(timeout=WAIT_S) == 0, log.read_text()
     tag = _tag(log)
     trials = assert_exactly_finished(load(postgres_url, unique_name), 8)
@@ -108,12 +129,17 @@ def test_actors_finish_exactly_n_and_each_trial_names_its_node_and_gpu(
 
 @pytest.mark.slow
 def test_killed_actor_is_restarted_and_its_trial_retried_with_the_same_params(
-    ray_address: str, postgres_url: str, unique_name: str, tmp_path: Path
+    ray_address: str,
+    postgres_url: str,
+    unique_name: str,
+    tmp_path: Path,
+    launches: list[subprocess.Popen[str]],
 ) -> None:
     spec = write_spec(tmp_path, sleep_s=0.4, epochs=3)
     log = tmp_path / "launch.log"
     args = _launch_args(spec, postgres_url, unique_name, 6, 2, ray_address)
     launch = start_hpsearch(*args, cwd=tmp_path, env=_env(), log=log)
+    launches.append(launch)
 
     victim = wait_for(lambda: _running(postgres_url, unique_name), WAIT_S, "a running trial")[0]
     worker_pid = int(victim.user_attrs["worker"]["pid"])
@@ -135,12 +161,17 @@ def test_killed_actor_is_restarted_and_its_trial_retried_with_the_same_params(
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_actors_and_leaves_no_trial_running(
-    ray_address: str, postgres_url: str, unique_name: str, tmp_path: Path
+    ray_address: str,
+    postgres_url: str,
+    unique_name: str,
+    tmp_path: Path,
+    launches: list[subprocess.Popen[str]],
 ) -> None:
     spec = write_spec(tmp_path, sleep_s=1.0, epochs=5)
     log = tmp_path / "launch.log"
     args = _launch_args(spec, postgres_url, unique_name, 50, 2, ray_address)
     launch = start_hpsearch(*args, cwd=tmp_path, env=_env(), log=log)
+    launches.append(launch)
     running = wait_for(lambda: _running(postgres_url, unique_name), WAIT_S, "a running trial")
     launch.send_signal(signal.SIGINT)
     assert launch.wait(timeout=WAIT_S) == 130, log.read_text()
@@ -154,11 +185,12 @@ def test_ctrl_c_stops_the_actors_and_leaves_no_trial_running(
 
 
 def _running(url: str, name: str) -> list:
-    """The study's RUNNING trials; none while launch has not created it yet."""
+    """The study's RUNNING trials that say where they run; none before the study exists."""
     try:
-        return load(url, name).get_trials(states=(TrialState.RUNNING,))
+        trials = load(url, name).get_trials(states=(TrialState.RUNNING,))
     except KeyError:
         return []
+    return [trial for trial in trials if "worker" in trial.user_attrs]
 
 
 def _parent_of(pid: int) -> int:

@@ -63,6 +63,22 @@ def slurm_conf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     subprocess.run(["bash", str(SLURM_SCRIPT), "stop", str(folder)], check=False, timeout=60)
 
 
+@pytest.fixture
+def launches() -> Iterator[list[subprocess.Popen[str]]]:
+    """Launch processes a test starts; any still running at its end (a failed test) gets
+    Ctrl-C, so that it cancels its workers, and is killed if it has not exited in a minute."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 def _env(conf: str) -> dict[str, str]:
     return environment(SLURM_CONF=conf, HPSEARCH_HEARTBEAT_S="1", HPSEARCH_GRACE_S="3")
 
@@ -138,7 +154,11 @@ def test_bad_backend_options_are_one_line_and_write_nothing(
 
 @pytest.mark.slow
 def test_array_finishes_exactly_n_and_each_trial_names_its_task_and_gpu(
-    slurm_conf: str, postgres_url: str, unique_name: str, tmp_path: Path
+    slurm_conf: str,
+    postgres_url: str,
+    unique_name: str,
+    tmp_path: Path,
+    launches: list[subprocess.Popen[str]],
 ) -> None:
     spec = write_spec(tmp_path, sleep_s=0.1, epochs=2)
     url = _url(postgres_url)
@@ -146,6 +166,7 @@ def test_array_finishes_exactly_n_and_each_trial_names_its_task_and_gpu(
     launch = start_hpsearch(
         *_launch_args(spec, url, unique_name, 8, 3), cwd=tmp_path, env=_env(slurm_conf), log=log
     )
+    launches.append(launch)
     job = _job_id(log)
     shown = _slurm(slurm_conf, "scontrol", "show", "job", job) + _slurm(
         slurm_conf, "squeue", "-r", "-j", job, "-o", "%all"
@@ -166,12 +187,17 @@ def test_array_finishes_exactly_n_and_each_trial_names_its_task_and_gpu(
 
 @pytest.mark.slow
 def test_killed_task_has_its_trial_failed_and_retried_with_the_same_params(
-    slurm_conf: str, postgres_url: str, unique_name: str, tmp_path: Path
+    slurm_conf: str,
+    postgres_url: str,
+    unique_name: str,
+    tmp_path: Path,
+    launches: list[subprocess.Popen[str]],
 ) -> None:
     spec = write_spec(tmp_path, sleep_s=0.4, epochs=3)
     log = tmp_path / "launch.log"
     args = _launch_args(spec, postgres_url, unique_name, 6, 2, "--detach")
     submitted = start_hpsearch(*args, cwd=tmp_path, env=_env(slurm_conf), log=log)
+    launches.append(submitted)
     assert submitted.wait(timeout=120) == 0, log.read_text()
     job = log.read_text().strip().splitlines()[-1]  # --detach prints the job id last
     assert job.isdigit(), log.read_text()
@@ -203,12 +229,17 @@ def test_killed_task_has_its_trial_failed_and_retried_with_the_same_params(
 
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_array_and_leaves_no_trial_running(
-    slurm_conf: str, postgres_url: str, unique_name: str, tmp_path: Path
+    slurm_conf: str,
+    postgres_url: str,
+    unique_name: str,
+    tmp_path: Path,
+    launches: list[subprocess.Popen[str]],
 ) -> None:
     spec = write_spec(tmp_path, sleep_s=1.0, epochs=5)
     log = tmp_path / "launch.log"
     args = _launch_args(spec, postgres_url, unique_name, 50, 2)
     launch = start_hpsearch(*args, cwd=tmp_path, env=_env(slurm_conf), log=log)
+    launches.append(launch)
     job = _job_id(log)
     study = load(postgres_url, unique_name)
     wait_for(lambda: study.get_trials(states=(TrialState.RUNNING,)), WAIT_S, "a running trial")

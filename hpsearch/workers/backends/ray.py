@@ -166,6 +166,16 @@ def _ray() -> Any:
     return ray
 
 
+def _check_gpus(ray: Any, gpus_per_worker: float) -> None:
+    """An actor asking for more GPUs than the cluster has would wait for ever: say so now."""
+    total = float(ray.cluster_resources().get("GPU", 0))
+    if gpus_per_worker > total:
+        raise LaunchError(
+            f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has {total:g} GPU(s); "
+            "pass a smaller value (0 for CPU workers) or --address of a cluster with GPUs"
+        )
+
+
 def launch_on_ray(launch: ClusterLaunch, report: Callable[[str], None]) -> int:
     """Connect to (or start) a Ray cluster, start the actors, follow them; the exit code."""
     ray = _ray()
@@ -176,6 +186,7 @@ def launch_on_ray(launch: ClusterLaunch, report: Callable[[str], None]) -> int:
         log_to_driver=True,
     )
     try:
+        _check_gpus(ray, launch.gpus_per_worker)
         group = start_actors(
             ray,
             launch.workers,
