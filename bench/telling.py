@@ -126,13 +126,16 @@ def _importance_lines(spec: StudySpec, study: optuna.Study) -> list[str]:
 
 
 def _importances(study: optuna.Study, index: int, params: list[str]) -> dict[str, float]:
+    """PED-ANOVA importances for objective ``index``. PED-ANOVA takes low target values as
+    the good ones, so a maximized objective is negated."""
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+    sign = -1.0 if study.directions[index] == optuna.study.StudyDirection.MAXIMIZE else 1.0
     try:
         return optuna.importance.get_param_importances(
             study,
             evaluator=evaluator,
             params=params,
-            target=lambda trial: trial.values[index],
+            target=lambda trial: sign * trial.values[index],
             normalize=False,
         )
     except (RuntimeError, ValueError) as error:

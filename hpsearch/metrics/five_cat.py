@@ -9,8 +9,11 @@ Gates (thresholds in ``FiveCatThresholds``, the seed's by default), per split:
 - A offset sweep: ``margin = cos(pred, y+1) - cos(pred, y-1) >= 0.12`` and the mean cosine
   peaks at ``k=+1`` over the swept offsets;
 - B retrieval: R@5 of the true next vector among the split's bank of frames ``>= 0.95``;
-- C ablation: cosine with each context's frames shuffled minus the normal cosine ``<= -0.15``
-  (a model that uses the order of its context loses when it is shuffled);
+- C ablation: cosine with each context's frames before the last shuffled minus the normal
+  cosine ``<= -0.15`` (a model that uses the order of its context loses when it is shuffled).
+  The last frame stays in place: the seed's gate is about order and contiguity, and shuffling
+  the last frame away would fail a copy of it as much as a forward predictor (a copier would
+  pass); with it in place a copier, or any order-blind predictor, scores 0 and fails;
 - D rollout: mean cosine over an autoregressive rollout of ``horizon`` steps ``>= 0.45``
   (each prediction, normalized, is appended to the context and the oldest frame dropped);
 - E bins delta: the samples are binned by position in their article; the figure is the mean
@@ -228,9 +231,16 @@ def recall_at_k(predictions: torch.Tensor, data: EvalSet, k: int, batch_size: in
 
 
 def shuffled_contexts(contexts: torch.Tensor, seed: int) -> torch.Tensor:
-    """Each context's frames in a random order (fixed by ``seed``)."""
+    """Each context's frames before the last in a random order (fixed by ``seed``); the last
+    frame stays in place.
+
+    Keeping the last frame is what makes gate C a test of order: shuffling it away too would
+    cost a copy of the last frame as much as a forward predictor, so a copier would pass.
+    """
     generator = torch.Generator().manual_seed(seed)
-    order = torch.argsort(torch.rand(contexts.shape[:2], generator=generator), dim=1)
+    count, length = contexts.shape[:2]
+    order = torch.argsort(torch.rand(count, length - 1, generator=generator), dim=1)
+    order = torch.cat([order, torch.full((count, 1), length - 1)], dim=1)
     order = order.to(contexts.device)[..., None].expand_as(contexts)
     return contexts.gather(1, order)
 

@@ -37,23 +37,33 @@ def _orthogonal_unit(vectors: torch.Tensor, to: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ArticleGenerator:
-    """Draws articles: great-circle drift with jitter and turning, plus observation noise."""
+    """Draws articles: a topic plus a great-circle drift with jitter and turning, plus
+    observation noise, in a ``manifold_dim``-dimensional subspace of R^``dim``.
 
-    dim: int = 64
-    step_low: float = 0.6
+    The subspace is fixed by ``basis_seed`` (shared by every split drawn with the same seed), so
+    the model sees ``dim``-dimensional vectors, as the seed's 768-d embeddings, while the
+    articles have few degrees of freedom; ``manifold_dim >= dim`` uses the whole space.
+    """
+
+    dim: int = 768
+    manifold_dim: int = 32
+    step_low: float = 0.8
     step_high: float = 1.0
     jitter: float = 0.05
     curvature: float = 0.1
-    noise: float = 0.3
+    noise: float = 0.2
+    topic: float = 1.0
+    basis_seed: int = 0
 
     def sample(self, count: int, length: int, generator: torch.Generator) -> torch.Tensor:
         """``count`` articles of ``length`` unit frames, ``[count, length, dim]``."""
-        point = unit(torch.randn(count, self.dim, generator=generator))
-        heading = _orthogonal_unit(torch.randn(count, self.dim, generator=generator), point)
+        width = min(self.manifold_dim, self.dim)
+        point = unit(torch.randn(count, width, generator=generator))
+        heading = _orthogonal_unit(torch.randn(count, width, generator=generator), point)
         step = self.step_low + (self.step_high - self.step_low) * torch.rand(
             count, 1, generator=generator
         )
-        path = torch.empty(count, length, self.dim)
+        path = torch.empty(count, length, width)
         for position in range(length):
             path[:, position] = point
             angle = step + self.jitter * torch.randn(count, 1, generator=generator)
@@ -61,10 +71,18 @@ class ArticleGenerator:
                 torch.cos(angle) * point + torch.sin(angle) * heading,
                 -torch.sin(angle) * point + torch.cos(angle) * heading,
             )
-            turn = _orthogonal_unit(torch.randn(count, self.dim, generator=generator), point)
+            turn = _orthogonal_unit(torch.randn(count, width, generator=generator), point)
             heading = _orthogonal_unit(heading + self.curvature * turn, point)
-        noise = torch.randn(count, length, self.dim, generator=generator) / math.sqrt(self.dim)
-        return unit(path + self.noise * noise)
+        noise = torch.randn(count, length, width, generator=generator) / math.sqrt(width)
+        topic = unit(torch.randn(count, 1, width, generator=generator))
+        frames = unit(self.topic * topic + path + self.noise * noise)
+        return frames if width == self.dim else frames @ self.basis().T
+
+    def basis(self) -> torch.Tensor:
+        """The fixed orthonormal ``[dim, manifold_dim]`` embedding of the articles' subspace."""
+        seeded = torch.Generator().manual_seed(self.basis_seed)
+        basis, _ = torch.linalg.qr(torch.randn(self.dim, self.manifold_dim, generator=seeded))
+        return basis
 
 
 class ArticleSplit:

@@ -18,6 +18,10 @@ split), ``penalty_reduction = (kl_raw - kl_after) / kl_raw * 100``, the teacher 
 share of the train loss in percent, and the val/train loss ratio. The knobs ``free_bits``,
 ``max_kl_weight``, ``teacher_weight`` and ``lr`` are read at the start of every epoch, so the
 ``free-bits-health`` rules shape the next epoch.
+
+``val_loss`` / ``train_loss`` contain the searched weights (``kl_weight`` and ``teacher_weight``),
+so they rank trials by their own settings; the packaged study's objectives are ``val_recon`` (the
+seed's task loss) and ``val_kl_raw`` (the rate on the seed's scale), which no weight enters.
 """
 
 from __future__ import annotations

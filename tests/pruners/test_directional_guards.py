@@ -15,6 +15,11 @@ HEALTHY = {"val_cosine": 0.8, "val_margin": 0.15, "val_peak_offset": 1.0}
 BACKWARD = {"val_cosine": 0.6, "val_margin": -0.05, "val_peak_offset": -1.0}
 
 
+def drifting(count: int) -> list[dict[str, float]]:
+    """Backward epochs whose margin falls every epoch (-0.05, -0.06, ...)."""
+    return [{**BACKWARD, "val_margin": -0.05 - 0.01 * i} for i in range(count)]
+
+
 def engine_for(guard_start_epoch: int = 6) -> RuleEngine:
     params: dict[str, Any] = {**GUARDS, "guard_start_epoch": guard_start_epoch, "lr": 1e-3}
     return RuleEngine(build_rules(["directional-guards"]), params)
@@ -43,15 +48,28 @@ def test_healthy_run_fires_nothing() -> None:
 
 
 def test_backward_drift_drops_guards_from_epoch_3_once() -> None:
-    engine, knobs = engine_for(), dict(GUARDS)
-    fired = drive(engine, [BACKWARD] * 5, knobs)
+    engine, knobs = engine_for(guard_start_epoch=2), dict(GUARDS)
+    fired = drive(engine, drifting(5), knobs)
     assert fired == [(3, "backward-drift-backoff")]  # not at 1-2; once there is nothing to drop
     assert knobs["lambda_dir"] == knobs["lambda_fut"] == knobs["lambda_ac"] == 0.0
     assert knobs["lambda_res"] == GUARDS["lambda_res"]  # always on
     event = engine.events[0]
     assert event.action == "backoff"
     assert event.knobs_before["lambda_dir"] == 0.002 and event.knobs_after["lambda_dir"] == 0.0
-    assert event.metrics["val_margin"] == -0.05
+    assert event.metrics["val_margin"] == pytest.approx(-0.07)
+
+
+def test_no_backoff_before_the_guards_start() -> None:
+    engine, knobs = engine_for(guard_start_epoch=6), dict(GUARDS)
+    assert drive(engine, drifting(6), knobs) == [(6, "backward-drift-backoff")]
+
+
+def test_no_backoff_while_a_backward_head_recovers() -> None:
+    # Copying is the early attractor: a head still backward but with its margin rising (the
+    # residual head under its guards) keeps them.
+    engine, knobs = engine_for(), dict(GUARDS)
+    epochs = [{**BACKWARD, "val_margin": -0.2 + 0.03 * i} for i in range(8)]
+    assert drive(engine, epochs, knobs) == [] and knobs == GUARDS
 
 
 @pytest.mark.parametrize(
@@ -100,7 +118,7 @@ def test_no_collapse_outside_the_window_or_below_the_drop(cosines: list[float]) 
 
 def test_anti_copy_turns_on_when_drift_persists_after_epoch_10() -> None:
     engine, knobs = engine_for(), dict(GUARDS)
-    epochs = [HEALTHY] * 9 + [BACKWARD] * 3
+    epochs = [HEALTHY] * 9 + drifting(3)
     fired = drive(engine, epochs, knobs)
     # Epoch 10: drop the guards, then anti-copy on; epochs 11-12: nothing left to change.
     assert fired == [(10, "backward-drift-backoff"), (10, "anti-copy-on")]
@@ -115,8 +133,8 @@ def test_anti_copy_keeps_a_stronger_setting() -> None:
 
 
 def test_backoff_before_epoch_10_also_drops_anti_copy() -> None:
-    engine, knobs = engine_for(), {**GUARDS, "lambda_ac": 0.004}
-    assert drive(engine, [BACKWARD] * 3, knobs) == [(3, "backward-drift-backoff")]
+    engine, knobs = engine_for(guard_start_epoch=3), {**GUARDS, "lambda_ac": 0.004}
+    assert drive(engine, drifting(3), knobs) == [(3, "backward-drift-backoff")]
     assert knobs["lambda_ac"] == 0.0
 
 

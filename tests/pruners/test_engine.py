@@ -137,6 +137,7 @@ class TestCvfpHealth:
             "val_convergence_rate": conv,
             "train_effective_rank_ratio": train_rank,
             "train_convergence_rate": train_conv,
+            "train_convergence_rate_at_threshold": train_conv,
         }
 
     def test_nan_aborts_at_once(self) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from hpsearch.pruners import RuleEngine, build_rules, get_preset
-from hpsearch.pruners.presets.vae import FALLBACK_STEPS, FallbackLadder
+from hpsearch.pruners.base import EpochState
+from hpsearch.pruners.presets.vae import FALLBACK_STEPS, Epoch10Decision, FallbackLadder
 from hpsearch.trainers.vae import VaeTrainer
 
 PARAMS = VaeTrainer.resolve_params({})
@@ -67,23 +68,63 @@ def test_all_kl_free_sets_free_bits_to_0_01() -> None:
     assert knobs["free_bits"] == 0.01
 
 
-def test_generous_free_bits_step_down_every_3_epochs_not_below_0_005() -> None:
+def test_nothing_adjusts_free_bits_before_epoch_5() -> None:
+    """The seed's phase 1 (epochs 1-5) collects statistics: no penalty-reduction rule fires
+    before its decision point at epoch 5."""
+    for penalty in (5.0, 12.0, 65.0, 80.0):
+        engine, knobs = make_engine()
+        assert feed(engine, knobs, [{"penalty_reduction": penalty}] * 4) == [[]] * 4
+        assert knobs["free_bits"] == 0.02
+
+
+@pytest.mark.parametrize(
+    ("penalty", "sampled", "rule", "expected"),
+    [
+        (5.0, 0.005, "health-too-tight", 0.025),  # < 10 % -> 0.025
+        (65.0, 0.05, "health-too-generous", 0.015),  # > 60 % -> 0.015
+    ],
+)
+def test_the_seeds_primary_health_table_from_epoch_5(
+    penalty: float, sampled: float, rule: str, expected: float
+) -> None:
+    engine, knobs = make_engine()
+    knobs["free_bits"] = sampled
+    fired = feed(engine, knobs, [{"penalty_reduction": penalty}] * 6)
+    assert fired[4] == [rule] and all(rule not in rules for rules in fired[:4] + fired[5:])
+    assert knobs["free_bits"] == expected
+
+
+@pytest.mark.parametrize(
+    ("penalty", "sampled"), [(5.0, 0.03), (65.0, 0.01), (30.0, 0.005), (30.0, 0.1)]
+)
+def test_the_table_never_moves_free_bits_against_its_intent(penalty: float, sampled: float) -> None:
+    """Too tight never lowers free bits, too generous never raises them, 20-40 % is healthy."""
+    engine, knobs = make_engine()
+    knobs["free_bits"] = sampled
+    fired = feed(engine, knobs, [{"penalty_reduction": penalty}] * 6)
+    assert not any(
+        rule in rules for rules in fired for rule in ("health-too-tight", "health-too-generous")
+    )
+
+
+def test_generous_free_bits_keep_stepping_down_every_3_epochs_not_below_0_005() -> None:
     engine, knobs = make_engine()
     values = []
-    for epoch in range(1, 13):
+    for epoch in range(1, 14):
         engine.observe(epoch, {**HEALTHY, "penalty_reduction": 80.0}, knobs)
         values.append(round(knobs["free_bits"], 6))
-    assert values == [0.02, 0.02, 0.015, 0.015, 0.015, 0.01] + [0.01, 0.01, 0.005] + [0.005] * 3
+    # table at epoch 5 (0.015), then -0.005 at epochs 7, 10, 13 (3 epochs each, bounded)
+    assert values == [0.02] * 4 + [0.015] * 2 + [0.01] * 3 + [0.005] * 4
     fired = [event.epoch for event in engine.events if event.rule == "free-bits-too-generous"]
-    assert fired == [3, 6, 9, 12]
+    assert fired == [7, 10, 13]
     assert engine.events[-1].knobs_after["free_bits"] == pytest.approx(0.005)
 
 
-def test_tight_free_bits_step_up_after_3_epochs_in_a_row() -> None:
+def test_tight_free_bits_step_up_after_3_epochs_in_a_row_from_epoch_5() -> None:
     engine, knobs = make_engine()
-    broken = [{"penalty_reduction": 10.0}] * 2 + [{}] + [{"penalty_reduction": 10.0}] * 3
+    broken = [{"penalty_reduction": 12.0}] * 5 + [{}] + [{"penalty_reduction": 12.0}] * 3
     fired = feed(engine, knobs, broken)
-    assert fired == [[], [], [], [], [], ["free-bits-too-tight"]]
+    assert fired == [[]] * 8 + [["free-bits-too-tight"]]
     assert knobs["free_bits"] == pytest.approx(0.025)
 
 
@@ -94,11 +135,57 @@ def test_epoch_5_low_kl_sets_free_bits_0_01() -> None:
     assert knobs["free_bits"] == 0.01
 
 
-def test_epoch_5_high_kl_sets_free_bits_0_03() -> None:
+def test_epoch_5_high_kl_raises_free_bits_to_0_03_and_never_lowers_them() -> None:
     engine, knobs = make_engine()
     fired = feed(engine, knobs, [{"kl_raw": 0.15}] * 6)
     assert [rules for rules in fired if rules] == [["epoch5-kl-high"]]
     assert engine.events[0].epoch == 5 and knobs["free_bits"] == 0.03
+    engine, knobs = make_engine()
+    knobs["free_bits"] = 0.05  # a sampled value above 0.03 is not "too tight"
+    assert feed(engine, knobs, [{"kl_raw": 0.15}] * 6) == [[]] * 6
+    assert knobs["free_bits"] == 0.05
+
+
+def test_epoch_10_decision_on_the_mean_penalty_reduction_of_epochs_5_to_10() -> None:
+    """Tight: 12 % from epoch 5 (no table row: >= 10 %); the quick rule steps 0.005 -> 0.01
+    (epoch 7) -> 0.015 (epoch 10); the mean over epochs 5-10 is < 15 %, so the decision sets
+    0.025 at epoch 10."""
+    engine, knobs = make_engine()
+    knobs["free_bits"] = 0.005
+    fired = feed(engine, knobs, [{}] * 4 + [{"penalty_reduction": 12.0}] * 6)
+    assert fired[6] == ["free-bits-too-tight"]
+    assert fired[9] == ["free-bits-too-tight", "epoch10-decision"]
+    decision = engine.events[-1]
+    assert decision.knobs_before["free_bits"] == 0.015 and knobs["free_bits"] == 0.025
+    assert "mean penalty reduction 12% over epochs 5-10" in decision.message
+
+
+@pytest.mark.parametrize(
+    ("penalties", "free_bits", "expected"),
+    [
+        ([80.0] * 6, 0.02, 0.015),  # mean 80 % > 70 %: too generous
+        ([40.0] + [80.0] * 5, 0.02, 0.015),  # mean 73 %
+        ([60.0] + [70.0] * 5, 0.02, None),  # mean 68 %: continue
+        ([10.0] * 6, 0.02, 0.025),  # too tight
+        ([10.0] * 6, 0.03, None),  # would lower free bits: no
+        ([80.0] * 6, 0.01, None),  # would raise free bits: no
+    ],
+)
+def test_epoch_10_decision_rule(
+    penalties: list[float], free_bits: float, expected: float | None
+) -> None:
+    rule = Epoch10Decision()
+    history = [{"penalty_reduction": 0.0}] * 4 + [{"penalty_reduction": p} for p in penalties]
+    knobs = {"free_bits": free_bits}
+    actions = [
+        rule.check(EpochState(epoch, history[epoch - 1], history[:epoch], knobs, PARAMS))
+        for epoch in range(1, 11)
+    ]
+    assert actions[:9] == [None] * 9
+    if expected is None:
+        assert actions[9] is None
+    else:
+        assert actions[9] is not None and actions[9].knob_values == {"free_bits": expected}
 
 
 def test_teacher_contribution_advice_changes_nothing_and_fires_once() -> None:

@@ -168,16 +168,34 @@ def test_unknown_param_is_a_param_error() -> None:
 # -- the spec -----------------------------------------------------------------------------
 
 
-def test_spec_loads_with_the_band_objective() -> None:
+def test_spec_objectives_leave_out_the_searched_weights() -> None:
+    """The objectives are val reconstruction and rate; the penalty band is a constraint."""
     spec = load_spec("vae")
     assert spec.trainer == "vae"
-    assert spec.objective_names == ["val_loss", "penalty_reduction_band_distance"]
+    assert spec.objective_names == ["val_recon", "val_kl_raw"]
     assert spec.directions == ["minimize", "minimize"]
+    assert [c.name for c in spec.constraints] == [
+        "penalty_reduction >= 20",
+        "penalty_reduction <= 40",
+    ]
     assert spec.rules == ["free-bits-health"]
     free_bits = spec.space["free_bits"].model_dump()
     assert (free_bits["low"], free_bits["high"], free_bits["log"]) == (0.005, 0.1, True)
     assert all(param.default is not None for param in spec.space.values())
-    band = spec.objectives[1]
-    assert band.value({"penalty_reduction": 30.0}) == 0.0
-    assert band.value({"penalty_reduction": 100.0}) == 60.0
-    assert band.value({"penalty_reduction": 15.0}) == 5.0
+    in_band = {"penalty_reduction": 30.0}
+    assert [c.violation(in_band) for c in spec.constraints] == [-10.0, -10.0]
+    assert max(c.violation({"penalty_reduction": 55.0}) for c in spec.constraints) == 15.0
+
+
+def test_the_objectives_do_not_move_with_the_weights_at_fixed_parameters() -> None:
+    """Same network, other max_kl_weight / teacher_weight: the objectives are unchanged (the
+    old val_loss moved with both)."""
+    trainer = VaeTrainer(SMALL, device=CPU, seed=0)
+    list(trainer.epochs(1))
+    before = trainer.evaluate()
+    trainer.kl_weight *= 3.0
+    trainer.knobs["teacher_weight"] = 0.0
+    after = trainer.evaluate()
+    for name in ("val_recon", "val_kl_raw"):
+        assert after[name] == before[name]
+    assert after["val_loss"] != before["val_loss"]

@@ -3,10 +3,16 @@
 Rules, in the order they run after each epoch:
 
 - ``non-finite``: abort when any metric is NaN or infinite.
-- ``backward-drift-backoff`` (the seed's emergency backoff): from epoch 3, a mini-5CAT peak that
-  is not at k=+1 with margin(+1) <= 0 sets ``lambda_dir``, ``lambda_fut`` and ``lambda_ac`` to 0
-  for the epochs that follow. It fires only while there is something to drop; from epoch 10 on
-  it ignores ``lambda_ac``, which ``anti-copy-on`` owns from then.
+- ``backward-drift-backoff`` (the seed's emergency backoff): from epoch 3, once the guards are
+  on (``guard_start_epoch``), a mini-5CAT peak that is not at k=+1 with margin(+1) <= 0 and
+  falling since the previous epoch (drifting backward) sets ``lambda_dir``, ``lambda_fut`` and
+  ``lambda_ac`` to 0 for the epochs that follow. It fires only while there is something to
+  drop; from epoch 10 on it ignores ``lambda_ac``, which ``anti-copy-on`` owns from then.
+  "Falling, with the guards on" is this preset's reading of the seed's "drift": copying the
+  last frame is the early attractor, so most heads are still backward at epoch 3, and the
+  residual head turns forward only under its guards (margin rising while still <= 0); the
+  seed's bare "peak != +1 and margin <= 0" would drop every trial's guards at epoch 3, before
+  most had started.
 - ``guard-collapse`` (the V3 collapse): val cosine 0.1 or more below its best so far in the
   first two epochs with the guards on (epochs ``guard_start_epoch`` and the one after) aborts.
 - ``anti-copy-on``: from epoch 10, a margin(+1) still <= 0 turns the anti-copy hinge on
@@ -36,11 +42,13 @@ DIRECTIONAL_GUARDS: list[dict[str, Any]] = [
     {
         "name": "backward-drift-backoff",
         "when": (
-            "epoch >= 3 and val_peak_offset != 1 and val_margin <= 0 and "
+            "epoch >= 3 and epoch >= guard_start_epoch and val_peak_offset != 1 and "
+            "val_margin <= 0 and "
+            "val_margin < prev(val_margin) and "
             f"(lambda_dir > 0 or lambda_fut > 0 or (lambda_ac > 0 and epoch < {ANTI_COPY_EPOCH}))"
         ),
         "then": {"set": {"lambda_dir": 0.0, "lambda_fut": 0.0, "lambda_ac": 0.0}},
-        "message": "backward drift (peak not at +1, margin <= 0): guards dropped to zero",
+        "message": "backward drift (peak not at +1, margin <= 0 and falling): guards dropped",
     },
     {
         "name": "guard-collapse",

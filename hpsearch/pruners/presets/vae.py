@@ -1,12 +1,19 @@
 """``free-bits-health``: the seed 000 health checks on free bits, and its fallback ladder.
 
-Declarative rules, each as the seed writes it:
+Declarative rules, each as the seed writes it. The penalty-reduction rules watch from epoch 5
+on (the seed: "watch KL diagnostics after epoch 5"; epochs 1-5 only collect statistics), and a
+rule that *sets* free_bits fires only when that moves it the way the seed intends (the epoch-5
+"KL too high -> 0.03" raises free bits; it never lowers a sampled 0.05 to 0.03):
 
-- all KL free (``kl_after == 0`` while ``kl_raw > 0.02``) -> ``free_bits = 0.01``;
-- ``penalty_reduction > 70`` for 3 epochs -> ``free_bits - 0.005`` (not below 0.005);
-- ``penalty_reduction < 15`` for 3 epochs -> ``free_bits + 0.005`` (not above 0.1, the value the
-  seed found 10x too high);
-- at epoch 5: ``kl_raw < 0.02`` -> ``free_bits = 0.01``; ``kl_raw > 0.12`` -> ``free_bits = 0.03``;
+- the seed's primary health table (train.py): all KL free (``kl_after == 0`` while
+  ``kl_raw > 0.02``) -> ``free_bits = 0.01``; ``penalty_reduction < 10`` -> ``0.025``;
+  ``penalty_reduction > 60`` -> ``0.015``; 20-40 % is healthy;
+- its quick adjustments: ``penalty_reduction > 70`` for 3 epochs -> ``free_bits - 0.005`` (not
+  below 0.005); ``< 15`` for 3 epochs -> ``+ 0.005`` (not above 0.1, the value the seed found
+  10x too high);
+- its decision at epoch 5: ``kl_raw < 0.02`` -> ``free_bits = 0.01``; ``kl_raw > 0.12`` -> 0.03;
+- its decision at epoch 10 (``Epoch10Decision``): the mean penalty reduction over epochs 5-10
+  above 70 % -> 0.015, below 15 % -> 0.025;
 - teacher contribution < 3% -> advise ``teacher_weight`` 0.5; > 10% -> advise 0.15 (advice only,
   once per trial: the seed keeps the weight fixed for reproducibility), judged once the KL
   warm-up is over (the seed reads it in its last stage; during the warm-up the small KL weight
@@ -30,6 +37,8 @@ from hpsearch.pruners.base import Action, EpochState, Rule
 from hpsearch.pruners.presets import register_preset
 
 FREE_BITS_BOUNDS = (0.005, 0.1)
+# The seed watches the KL diagnostics "after epoch 5" (phase 1 only collects statistics).
+WATCH_FROM = 5
 
 FREE_BITS_HEALTH: list[dict[str, Any]] = [
     {
@@ -38,15 +47,30 @@ FREE_BITS_HEALTH: list[dict[str, Any]] = [
         "then": "abort",
         "message": "a metric is NaN or infinite",
     },
+    # The seed's primary health table (train.py), in its order. Each row moves free_bits the
+    # way the seed intends (a row that would move it the other way does not fire).
     {
         "name": "all-kl-free",
-        "when": "kl_after == 0 and kl_raw > 0.02",
+        "when": "kl_after == 0 and kl_raw > 0.02 and free_bits > 0.01",
         "then": {"set": {"free_bits": 0.01}},
         "message": "free bits made all KL free; free_bits -> 0.01",
     },
     {
+        "name": "health-too-tight",
+        "when": f"epoch >= {WATCH_FROM} and penalty_reduction < 10 and free_bits < 0.025",
+        "then": {"set": {"free_bits": 0.025}},
+        "message": "penalty reduction < 10%: free bits too tight; free_bits -> 0.025",
+    },
+    {
+        "name": "health-too-generous",
+        "when": f"epoch >= {WATCH_FROM} and penalty_reduction > 60 and free_bits > 0.015",
+        "then": {"set": {"free_bits": 0.015}},
+        "message": "penalty reduction > 60%: free bits too generous; free_bits -> 0.015",
+    },
+    # The seed's quick adjustment rules (concern 1), while it persists after the table's step.
+    {
         "name": "free-bits-too-generous",
-        "when": "penalty_reduction > 70",
+        "when": f"epoch >= {WATCH_FROM} and penalty_reduction > 70",
         "for_epochs": 3,
         "then": {"add": {"free_bits": -0.005}},
         "bounds": {"free_bits": FREE_BITS_BOUNDS},
@@ -54,21 +78,22 @@ FREE_BITS_HEALTH: list[dict[str, Any]] = [
     },
     {
         "name": "free-bits-too-tight",
-        "when": "penalty_reduction < 15",
+        "when": f"epoch >= {WATCH_FROM} and penalty_reduction < 15",
         "for_epochs": 3,
         "then": {"add": {"free_bits": 0.005}},
         "bounds": {"free_bits": FREE_BITS_BOUNDS},
         "message": "penalty reduction < 15% for 3 epochs; free_bits + 0.005",
     },
+    # The seed's decision point at epoch 5 (phase 1).
     {
         "name": "epoch5-kl-low",
-        "when": "epoch == 5 and kl_raw < 0.02",
+        "when": "epoch == 5 and kl_raw < 0.02 and free_bits > 0.01",
         "then": {"set": {"free_bits": 0.01}},
         "message": "kl_raw < 0.02 at epoch 5: free bits too high; free_bits -> 0.01",
     },
     {
         "name": "epoch5-kl-high",
-        "when": "epoch == 5 and kl_raw > 0.12",
+        "when": "epoch == 5 and kl_raw > 0.12 and free_bits < 0.03",
         "then": {"set": {"free_bits": 0.03}},
         "message": "kl_raw > 0.12 at epoch 5: free bits too tight; free_bits -> 0.03",
     },
@@ -93,6 +118,51 @@ FREE_BITS_HEALTH: list[dict[str, Any]] = [
         "message": "val/train loss ratio > 2.5 (overfitting)",
     },
 ]
+
+
+class Epoch10Decision(Rule):
+    """The seed's decision point at epoch 10 (phase 2): the mean penalty reduction over epochs
+    5..10 above 70% -> ``free_bits`` 0.015, below 15% -> 0.025, else continue. Like the table's
+    rows it only moves free_bits the intended way (down when too generous, up when too tight).
+    """
+
+    def __init__(
+        self, name: str = "epoch10-decision", *, epoch: int = 10, window_start: int = WATCH_FROM
+    ) -> None:
+        super().__init__(name)
+        self.epoch = epoch
+        self.window_start = window_start
+
+    def watched_metrics(self) -> frozenset[str]:
+        return frozenset({"penalty_reduction"})
+
+    def check(self, state: EpochState) -> Action | None:
+        if state.epoch != self.epoch:
+            return None
+        window = [
+            epoch["penalty_reduction"]
+            for epoch in state.history[self.window_start - 1 : self.epoch]
+            if "penalty_reduction" in epoch
+        ]
+        if not window:
+            return None
+        average = sum(window) / len(window)
+        free_bits = state.knobs["free_bits"]
+        if average > 70 and free_bits > 0.015:
+            target, why = 0.015, "too generous"
+        elif average < 15 and free_bits < 0.025:
+            target, why = 0.025, "too tight"
+        else:
+            return None
+        return Action(
+            "backoff",
+            knob_values={"free_bits": target},
+            message=(
+                f"mean penalty reduction {average:.3g}% over epochs {self.window_start}-"
+                f"{self.epoch}: free bits {why}; free_bits -> {target:g}"
+            ),
+        )
+
 
 # The seed's fallback options, tried in order.
 FALLBACK_STEPS: tuple[dict[str, float], ...] = (
@@ -172,10 +242,10 @@ class FallbackLadder(Rule):
 
 register_preset(
     "free-bits-health",
-    "seed 000: free-bits health checks (penalty reduction, epoch-5 KL, teacher share, "
-    "overfitting) and the fallback ladder on instability",
+    "seed 000: free-bits health table, quick adjustments, epoch-5 and epoch-10 decisions, "
+    "teacher share, overfitting, and the fallback ladder on instability",
     rules=FREE_BITS_HEALTH,
-    factories=[FallbackLadder],
-    reads=("kl_raw", "val_loss"),
+    factories=[Epoch10Decision, FallbackLadder],
+    reads=("kl_raw", "val_loss", "penalty_reduction"),
     changes=("free_bits", "max_kl_weight"),
 )
