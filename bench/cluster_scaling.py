@@ -103,13 +103,15 @@ def run_once(
 def slurm_cluster(env: dict[str, str]) -> Iterator[None]:
     folder = Path(tempfile.mkdtemp(prefix="bench-slurm-"))
     script = str(REPO / ".ci" / "slurm.sh")
-    subprocess.run(["bash", script, "start", str(folder)], check=True, stdout=subprocess.DEVNULL)
+    env.setdefault("HPSEARCH_SLURM_PORT", "16927")  # not the tests' cluster (16917)
+    start = ["bash", script, "start", str(folder)]
+    subprocess.run(start, env=env, check=True, stdout=subprocess.DEVNULL)
     env["SLURM_CONF"] = str(folder / "slurm.conf")
     try:
         yield
     finally:
         subprocess.run(["scancel", "-u", "root"], env=env, check=False)
-        subprocess.run(["bash", script, "stop", str(folder)], check=False)
+        subprocess.run(["bash", script, "stop", str(folder)], env=env, check=False)
 
 
 @contextlib.contextmanager
