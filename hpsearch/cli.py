@@ -354,7 +354,7 @@ def worker(
     type=click.IntRange(min=0),
     default=3,
     show_default=True,
-    help="Restarts of a crashed worker, per slot.",
+    help="Restarts of a crashed worker, per slot (local) or per actor (ray).",
 )
 @click.option(
     "--stop-timeout",
