@@ -1,4 +1,4 @@
-"""Distributed workers (DESIGN.md, Workers): one worker with the study-wide budget, a
+"""Distributed workers (docs/design.md, Workers): one worker with the study-wide budget, a
 launcher that supervises one worker process per GPU slot, and cluster backends (``backends/``:
 a Slurm job array, Ray actors) that start, follow and stop the same worker."""
 
