@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -581,7 +582,7 @@ def worker(
     type=click.IntRange(min=0),
     default=3,
     show_default=True,
-    help="Restarts of a crashed worker, per slot.",
+    help="Restarts of a crashed worker, per slot (local) or per actor (ray).",
 )
 @click.option(
     "--stop-timeout",
@@ -592,6 +593,51 @@ def worker(
 )
 @no_mlflow_option
 @quick_option
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "slurm", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the workers run: processes here, a Slurm job array, or Ray actors.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Workers to start (slurm, ray).",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="G",
+    help="GPUs each worker gets from the scheduler (slurm: whole GPUs through gres; ray: "
+    "fractions allowed) [default: 0, CPU workers].",
+)
+@click.option("--partition", default=None, help="Slurm partition of the job array.")
+@click.option(
+    "--time", "time_limit", default=None, help="Slurm time limit per task, e.g. 04:00:00."
+)
+@click.option(
+    "--sbatch-arg",
+    "sbatch_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra sbatch option, e.g. --sbatch-arg=--account=lab (repeatable).",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of the per-task logs (slurm) [default: hpsearch-logs/STUDY-TIME].",
+)
+@click.option("--detach", is_flag=True, help="Submit, print the job id and return (slurm).")
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to join, e.g. auto or ray://head:10001 [default: start a local one].",
+)
 @click.pass_context
 def launch(
     ctx: click.Context,
@@ -608,15 +654,42 @@ def launch(
     stop_timeout: float,
     no_mlflow: bool,
     quick: bool,
+    backend: str,
+    workers: int | None,
+    gpus_per_worker: float,
+    partition: str | None,
+    time_limit: str | None,
+    sbatch_args: tuple[str, ...],
+    log_dir: str | None,
+    detach: bool,
+    address: str | None,
 ) -> None:
-    """Run one `hpsearch worker` process per GPU slot on one study, and supervise them.
+    """Run `hpsearch worker` processes on one study: here (one per GPU slot, supervised), as a
+    Slurm job array or as Ray actors (see docs/distributed.md).
 
-    Each worker sees one GPU (CUDA_VISIBLE_DEVICES); its log lines are prefixed with its slot.
-    The study is created before the workers start. A crashed worker is restarted (at most
-    --max-restarts times) and its running trial re-queued. Ctrl-C / SIGTERM stops every worker
-    so that no trial is left RUNNING; the interrupted trials are queued again."""
+    local: each worker sees one GPU (CUDA_VISIBLE_DEVICES); its log lines are prefixed with its
+    slot. A crashed worker is restarted (at most --max-restarts times) and its running trial
+    re-queued. slurm / ray: --workers N workers, each with --gpus-per-worker GPUs from the
+    scheduler; launch prints a progress line and returns when the budget is met (slurm
+    --detach: at once, with the job id). The study is created before the workers start.
+    Ctrl-C / SIGTERM stops every worker so that no trial is left RUNNING; the interrupted
+    trials are queued again."""
     from hpsearch.search_spaces import load_spec
     from hpsearch.workers import ensure_study
+    from hpsearch.workers.backends.launch import check_backend_options
+
+    given = [
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    check_backend_options(backend, given)
+    if backend != "local":
+        ctx.exit(
+            _launch_on_cluster(
+                ctx, spec, storage, study_name, n_trials, timeout, not no_mlflow, quick
+            )
+        )
     from hpsearch.workers.launcher import (
         Launcher,
         fail_trials_of_dead_workers,
@@ -674,6 +747,51 @@ def launch(
             session.interrupted = f"launch stopped by {describe_signal(code - 128)}"
     launcher.log(f"study {name!r}: {_state_counts(study)}")
     ctx.exit(code)
+
+
+def _launch_on_cluster(
+    ctx: click.Context,
+    spec: str,
+    storage: str | None,
+    study_name: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    track: bool,
+    quick: bool,
+) -> int:
+    """``launch --backend slurm|ray``: the study is created here, the workers on the engine."""
+    from hpsearch.search_spaces import load_spec
+    from hpsearch.workers import ensure_study
+    from hpsearch.workers.backends.launch import (
+        ClusterLaunch,
+        check_cluster_options,
+        launch_on_cluster,
+    )
+
+    params = ctx.params
+    check_cluster_options(params["backend"], params["workers"], params["gpus_per_worker"])
+    _quiet_libraries(track=track)
+    url = storage or default_storage_url()
+    launch = ClusterLaunch(
+        backend=params["backend"],
+        spec=spec,
+        study=ensure_study(load_spec(spec, quick=quick), url, study_name),
+        storage=url,
+        workers=params["workers"],
+        gpus_per_worker=params["gpus_per_worker"],
+        n_trials=n_trials,
+        timeout=timeout,
+        track=track,
+        quick=quick,
+        max_restarts=params["max_restarts"],
+        log_dir=Path(params["log_dir"]) if params["log_dir"] else None,
+        detach=params["detach"],
+        partition=params["partition"],
+        time_limit=params["time_limit"],
+        sbatch_args=params["sbatch_args"],
+        address=params["address"],
+    )
+    return launch_on_cluster(launch, lambda line: click.echo(f"[launch] {line}"))
 
 
 @cli.command(name="storage-proxy")

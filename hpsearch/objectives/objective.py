@@ -71,13 +71,20 @@ class TrialFailed(HpsearchError):
 
 
 def worker_info(device: torch.device) -> dict[str, str]:
-    """Who ran a trial: host, pid and device (with the visible GPUs)."""
-    return {
+    """Who ran a trial: host, pid and device (with the visible GPUs); under a scheduler also
+    ``slot`` (``HPSEARCH_WORKER_SLOT``: e.g. ``slurm:JOB_TASK``, ``ray:NODE``, ``gpu0``) and
+    ``visible_gpus`` (``CUDA_VISIBLE_DEVICES`` as the scheduler set it, whatever the device)."""
+    info = {
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
         "device": str(device),
         "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "") if device.type == "cuda" else "",
     }
+    scheduler = {"slot": "HPSEARCH_WORKER_SLOT", "visible_gpus": "CUDA_VISIBLE_DEVICES"}
+    for key, variable in scheduler.items():
+        if os.environ.get(variable):
+            info[key] = os.environ[variable]
+    return info
 
 
 class SpecObjective:

@@ -1,5 +1,6 @@
-"""Distributed workers (docs/design.md, Workers): one worker with the study-wide budget, and a
-launcher that supervises one worker process per GPU slot."""
+"""Distributed workers (docs/design.md, Workers): one worker with the study-wide budget, a
+launcher that supervises one worker process per GPU slot, and cluster backends (``backends/``:
+a Slurm job array, Ray actors) that start, follow and stop the same worker."""
 
 from __future__ import annotations
 
