@@ -181,6 +181,7 @@ class LvmTrainer(Trainer):
         "lambda_res": 1.0e-4,
         "guard_margin": 0.01,
         "guard_start_epoch": 6,
+        "mse_dims": 0,
         "late_epoch": 11,
         "late_fut_scale": 1.5,
         # evaluation
@@ -241,6 +242,7 @@ class LvmTrainer(Trainer):
         _require_int(params, "rollout_horizon", 1, 64)
         _require_int(params, "guard_start_epoch", 1, 1_000_000)
         _require_int(params, "late_epoch", 1, 1_000_000)
+        _require_int(params, "mse_dims", 0, 1_000_000)
         require_range(params, "late_fut_scale", 0.0, 1e6, trainer=name)
         for key in ("train_articles", "val_articles", "ood_articles", "eval_samples"):
             _require_int(params, key, 1, 100_000_000)
@@ -275,6 +277,7 @@ class LvmTrainer(Trainer):
         super().__init__(params, device=device, seed=seed)
         p = self.params
         self.data = self._make_data()
+        self.mse_dims = int(p["mse_dims"]) or self.data.train.dim
         self.model = self._make_model().to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.knobs["lr"])
         self.batch_generator = torch.Generator().manual_seed(seed)
@@ -382,7 +385,9 @@ class LvmTrainer(Trainer):
     def _train_step(self, frames: torch.Tensor, weights: Mapping[str, float]) -> dict[str, float]:
         context = int(self.params["context"])
         prediction, raw = self.model(frames[:, :context])
-        mse = functional.mse_loss(prediction, frames[:, context])
+        mse = functional.mse_loss(prediction, frames[:, context], reduction="sum") / (
+            len(prediction) * self.mse_dims
+        )
         guards = guard_losses(prediction, frames, context, float(self.params["guard_margin"]))
         residual = (raw**2).mean() if self.model.residual else mse.new_zeros(())
         loss = (
