@@ -148,7 +148,7 @@ class LvmTrainer(Trainer):
     name = "lvm"
     param_defaults: ClassVar[Mapping[str, Any]] = {
         # data
-        "dim": 768,
+        "dim": 32,
         "manifold_dim": 32,
         "context": 5,
         "article_length": 24,
@@ -163,7 +163,7 @@ class LvmTrainer(Trainer):
         "topic": 1.0,
         "ood_step_low": 0.85,
         "ood_step_high": 1.05,
-        "ood_noise": 0.25,
+        "ood_noise": 0.2,
         "data_seed": 0,
         # model
         "model": "transformer",
@@ -181,7 +181,7 @@ class LvmTrainer(Trainer):
         "lambda_res": 1.0e-4,
         "guard_margin": 0.01,
         "guard_start_epoch": 6,
-        "mse_dims": 0,
+        "mse_dims": 768,
         "late_epoch": 11,
         "late_fut_scale": 1.5,
         # evaluation
