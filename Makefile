@@ -29,8 +29,17 @@ install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
 demo: install
-	$(BIN)/hpsearch run cvfp --trials $(DEMO_TRIALS)
-	$(BIN)/hpsearch studies
+	@echo "== a $(DEMO_TRIALS)-trial study of the cvfp trainer: about 3 minutes on 2 idle CPU cores, more on a busy machine"
+	@start=$$(date +%s); \
+	$(BIN)/hpsearch run cvfp --trials $(DEMO_TRIALS); \
+	$(BIN)/hpsearch studies; \
+	echo "== done in $$(( $$(date +%s) - start )) s (already $(DEMO_TRIALS) trials? --more-trials N adds)"; \
+	echo "Next, try:"; \
+	echo "  $(BIN)/hpsearch best cvfp --top 3 --json          # the best configs, for a program"; \
+	echo "  $(BIN)/hpsearch best cvfp --top 1 --export yaml > best.yaml && $(BIN)/hpsearch try --config best.yaml"; \
+	echo "  $(BIN)/hpsearch dashboard                         # optuna-dashboard: http://127.0.0.1:8080/"; \
+	echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   # MLflow: http://127.0.0.1:5000/"; \
+	echo "  $(BIN)/hpsearch run examples/digits.yaml --trials 20 --no-mlflow   # your own trainer: README"
 
 lint: dev
 	$(BIN)/ruff check hpsearch tests bench

@@ -9,14 +9,13 @@ hard-coded approach), rollbacks through the ceiling in epoch 1 (must be 0: it is
 rollback rate of epoch 2 (the discovered ceiling holds) and of the whole run, and the final
 ceiling, KL and SSIM, and the rule events: each run is judged by the spec's ``kl-ceiling``
 rules as a study trial is (an aborted run's figures are those of its last epoch). Table 2
-repeats this with a shorter first epoch (``--short-batch``, default 128 images per step: 11
-steps), where epoch 1 ends while the KL is still rising and the ceiling tracks the learning
-rate.
+repeats this at the sizes the trainer had before issue 10 (hidden 128, latent 8 + 24, batch
+32): there the KL saturates inside epoch 1 and the ceiling is the same at every lr.
 
 The cost figure trains the same trainer with ``rollback`` on and off, interleaved epoch by
 epoch in one process, and prints the median epoch time of each and their ratio (target <= 1.2).
 
-    python bench/lbo_lr_table.py [--seeds 3] [--threads 1] [--repeats 3]
+    python bench/lbo_lr_table.py [--seeds 3] [--threads 1] [--repeats 3] [--epochs N]
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from hpsearch.search_spaces import load_spec
 from hpsearch.trainers.lbo import LboTrainer
 
 LEARNING_RATES = (1e-3, 2e-3, 3e-3, 5e-3)
+PREVIOUS_SIZES = {"core_dim": 8, "detail_dim": 24, "hidden_dim": 128, "batch_size": 32}
 TARGET_RATIO = 1.2
 CPU = torch.device("cpu")
 
@@ -51,11 +51,14 @@ class RunFigures:
     ceiling: float
     epoch1_kls: list[float]
     epoch1_upper: float
+    epoch1_rate: float
     epoch2_rate: float
     run_rate: float
     final_ceiling: float
     final_kl: float
     ssim: float
+    at_target: float
+    trajectory: str
     events: str
 
 
@@ -74,12 +77,22 @@ def run_one(params: dict[str, Any], epochs: int, seed: int) -> RunFigures:
         ceiling=trainer.discovered_ceiling,
         epoch1_kls=[kl for epoch, *kls in trainer.kl_trace if epoch == 1 for kl in kls],
         epoch1_upper=first["upper_violations"],
+        epoch1_rate=first["rollback_rate"],
         epoch2_rate=history[1]["rollback_rate"] if len(history) > 1 else float("nan"),
         run_rate=last["run_rollback_rate"],
         final_ceiling=last["ceiling"],
         final_kl=last["kl_total"],
         ssim=last["ssim"],
+        at_target=last["at_target"],
+        trajectory=squeeze_trajectory(history, trainer.discovered_ceiling),
         events=summarize_events(engine),
+    )
+
+
+def squeeze_trajectory(history: list[dict[str, float]], discovered: float) -> str:
+    """``ceiling/KL`` per epoch, both as fractions of the discovered ceiling."""
+    return " ".join(
+        f"{m['ceiling'] / discovered:.2f}/{m['kl_max'] / discovered:.2f}" for m in history
     )
 
 
@@ -104,10 +117,10 @@ def lr_table(params: dict[str, Any], epochs: int, seeds: int, title: str) -> Non
     print(f"\n{title}")
     print(
         "| lr | discovered ceiling (per seed) | mean | epoch-1 batches above a fixed ceiling "
-        "(lr=1e-3's) | epoch-1 ceiling rollbacks | epoch-2 rollback % | run rollback % "
-        "| final ceiling | final KL | SSIM | rule events (per seed) |"
+        "(lr=1e-3's) | epoch-1 ceiling rollbacks | epoch-1 rollback % | epoch-2 rollback % "
+        "| run rollback % | final ceiling | final KL | SSIM | at target | rule events (per seed) |"
     )
-    print("|---" * 11 + "|")
+    print("|---" * 13 + "|")
     for lr, group in runs.items():
         ceilings = [run.ceiling for run in group]
         above = [
@@ -118,10 +131,19 @@ def lr_table(params: dict[str, Any], epochs: int, seeds: int, title: str) -> Non
         print(
             f"| {lr:g} | {per_seed} | {statistics.mean(ceilings):.1f} "
             f"| {statistics.mean(above):.0f}% | {sum(run.epoch1_upper for run in group):.0f} "
+            f"| {mean_of(group, 'epoch1_rate'):.1f} "
             f"| {mean_of(group, 'epoch2_rate'):.1f} | {mean_of(group, 'run_rate'):.1f} "
             f"| {mean_of(group, 'final_ceiling'):.1f} | {mean_of(group, 'final_kl'):.1f} "
-            f"| {mean_of(group, 'ssim'):.3f} | {'; '.join(run.events for run in group)} |"
+            f"| {mean_of(group, 'ssim'):.3f} "
+            f"| {sum(run.at_target for run in group):.0f}/{len(group)} "
+            f"| {'; '.join(run.events for run in group)} |"
         )
+    print(
+        "squeeze per epoch, seed 0 (ceiling / validation KL of the larger term, both as "
+        "fractions of the discovered ceiling):"
+    )
+    for lr, group in runs.items():
+        print(f"  lr {lr:g}: {group[0].trajectory}")
 
 
 def mean_of(group: list[RunFigures], key: str) -> float:
@@ -157,18 +179,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=3, help="runs per side for the cost")
-    parser.add_argument("--short-batch", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=0, help="default: the spec's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    params, epochs = spec_params()
+    params, spec_epochs = spec_params()
+    epochs = args.epochs or spec_epochs
     print(
         f"lbo spec settings: {params}, epochs={epochs}, seeds={args.seeds}, "
         f"torch threads={torch.get_num_threads()}"
     )
     lr_table(params, epochs, args.seeds, "Table 1: packaged spec settings")
-    short = {**params, "batch_size": args.short_batch}
     lr_table(
-        short, epochs, args.seeds, f"Table 2: short discovery epoch (batch_size {args.short_batch})"
+        {**params, **PREVIOUS_SIZES},
+        epochs,
+        args.seeds,
+        f"Table 2: the sizes before issue 10 ({PREVIOUS_SIZES})",
     )
     box_cost(params, epochs, args.repeats)
 

@@ -29,6 +29,7 @@ import optuna
 import torch
 
 import hpsearch
+from hpsearch.objectives.summary import RULE_EVENTS_SYSTEM_ATTR
 from hpsearch.search_spaces import StudySpec, load_spec
 
 INERT_BELOW = 1e-3  # an unnormalised PED-ANOVA importance below this counts as no effect
@@ -156,7 +157,9 @@ def _rule_lines(spec: StudySpec, trials: Sequence[optuna.trial.FrozenTrial]) -> 
 
 
 def _events(trial: optuna.trial.FrozenTrial) -> list[dict[str, Any]]:
-    events = trial.user_attrs.get("rule_events") or []
+    """The trial's rule events as records (the trial keeps them in a system attribute; its
+    user attribute ``rule_events`` holds the same as lines for people)."""
+    events = trial.system_attrs.get(RULE_EVENTS_SYSTEM_ATTR) or []
     return [event for event in events if isinstance(event, dict)]
 
 

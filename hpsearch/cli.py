@@ -17,17 +17,18 @@ from typing import Any
 import click
 
 from hpsearch.errors import HpsearchError, ParamError, SpecError
-from hpsearch.formatting import best_table, studies_table, table
-from hpsearch.query import best_configs, study_summaries
-from hpsearch.search_spaces import load_spec, packaged_spec_names
-from hpsearch.search_spaces.schema import study_name_problem
-from hpsearch.storage import default_storage_url, mask_secrets, mask_url
+from hpsearch.urls import default_storage_url, mask_secrets, mask_url
+
+# Only click and the modules above load with the command: torch, Optuna, MLflow and pydantic
+# are imported inside the commands that use them, so `hpsearch --help` starts at once.
 
 STORAGE_HELP = "Study store URL [default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db]."
 storage_option = click.option("--storage", default=None, metavar="URL", help=STORAGE_HELP)
 
 
 def _checked_study_name(_ctx: click.Context, _param: click.Parameter, name: str | None) -> Any:
+    from hpsearch.search_spaces.schema import study_name_problem
+
     if name is not None and (problem := study_name_problem(name)) is not None:
         raise ParamError(f"--study-name: {problem}")
     return name
@@ -44,8 +45,15 @@ trials_budget_option = click.option(
     "n_trials",
     type=click.IntRange(min=1),
     default=None,
-    help="Study-wide budget: stop once this many trials of the study have finished (complete "
-    "+ pruned), counted across all workers [default: run until stopped].",
+    help="The study's total: stop once this many trials of the study have finished (complete "
+    "+ pruned), counted across all workers and earlier runs [default: run until stopped].",
+)
+more_trials_option = click.option(
+    "--more-trials",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="N more finished trials than the study has now (instead of --trials).",
 )
 no_mlflow_option = click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
 quick_option = click.option(
@@ -81,6 +89,8 @@ def _quiet_libraries(track: bool = True) -> None:
 
 def _study_name_for(spec_argument: str, study_name: str | None, quick: bool = False) -> str:
     """--study-name, else the spec's name; a name that is no spec is taken as a study name."""
+    from hpsearch.search_spaces import load_spec
+
     if study_name:
         return study_name
     try:
@@ -104,9 +114,12 @@ def cli() -> None:
 @cli.command()
 def spaces() -> None:
     """List the packaged study specs, one line each."""
+    from hpsearch.formatting import table
+    from hpsearch.search_spaces import packaged_spec_names, read_spec
+
     rows = []
     for name in packaged_spec_names():
-        spec = load_spec(name)
+        spec = read_spec(name)
         objectives = ", ".join(spec.objective_names)
         rows.append([name, spec.trainer, spec.epochs, objectives, spec.description])
     click.echo(table(["spec", "trainer", "epochs", "objectives", "description"], rows))
@@ -118,9 +131,16 @@ def spaces() -> None:
     "--trials",
     "n_trials",
     type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Trials to run in this process.",
+    default=None,
+    help="The study's total: run until it has this many finished trials (complete + pruned), "
+    "counting earlier runs [default: 20].",
+)
+@more_trials_option
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads [default: $OMP_NUM_THREADS, else 1].",
 )
 @storage_option
 @study_name_option
@@ -134,7 +154,9 @@ def spaces() -> None:
 def run(
     ctx: click.Context,
     spec: str,
-    n_trials: int,
+    n_trials: int | None,
+    more_trials: int | None,
+    threads: int | None,
     storage: str | None,
     study_name: str | None,
     timeout: float | None,
@@ -144,17 +166,30 @@ def run(
     no_progress: bool,
     quick: bool,
 ) -> None:
-    """Run trials of SPEC in this process, then print the Pareto front.
+    """Run trials of SPEC in this process until the study has --trials finished trials (or
+    --more-trials more), then print the Pareto front.
 
     Ctrl-C / SIGTERM fail the running trial, queue it again with the same params and exit with
     130 / 143; no trial is left RUNNING."""
-    from hpsearch.runner import run_trials
+    from hpsearch.formatting import best_table
+    from hpsearch.objectives import pick_device
+    from hpsearch.query import best_configs
+    from hpsearch.runner import create_study, run_trials
+    from hpsearch.search_spaces import load_spec
 
+    set_torch_threads(threads)
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
+    pick_device(device)  # a bad --device is bad input even when there is nothing to run
+    loaded = load_spec(spec, quick=quick)
+    existing = create_study(loaded, url, study_name)
+    remaining = trials_to_run(existing, n_trials, more_trials, default_total=20)
+    if remaining == 0:
+        click.echo(budget_met_line(existing, n_trials or 20))
+        return
     study, result = run_trials(
-        load_spec(spec, quick=quick),
-        n_trials,
+        loaded,
+        remaining,
         storage=url,
         study_name=study_name,
         track=not no_mlflow,
@@ -171,6 +206,44 @@ def run(
     click.echo(best_table(best_configs(study.study_name, url)))
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """One torch thread unless told otherwise (--threads, $OMP_NUM_THREADS): the trainers'
+    small models run faster on one thread than on many competing ones (bench/threads.py)."""
+    import torch
+
+    from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    count = threads or (int(from_env) if from_env.isdigit() and int(from_env) > 0 else 1)
+    torch.set_num_threads(count)
+
+
+def finished_trials(study: Any) -> int:
+    from hpsearch.workers.budget import count_trials
+
+    return count_trials(study).finished
+
+
+def trials_to_run(
+    study: Any, total: int | None, more: int | None, default_total: int | None = None
+) -> int | None:
+    """Trials still to finish: --trials is the study's total, --more-trials adds to what it has
+    now; None means no budget. Both at once is bad input."""
+    if total is not None and more is not None:
+        raise click.UsageError("give --trials (the study's total) or --more-trials, not both")
+    if more is not None:
+        return more
+    total = total if total is not None else default_total
+    if total is None:
+        return None
+    return max(0, total - finished_trials(study))
+
+
+def budget_met_line(study: Any, total: int) -> str:
+    return (
+        f"study {study.study_name!r} already has {finished_trials(study)} finished trials "
+        f"(--trials {total} is the study's total): nothing to run; use --more-trials N for more"
+    )
+
+
 def _state_counts(study: Any) -> str:
     from collections import Counter
 
@@ -182,14 +255,62 @@ def _state_counts(study: Any) -> str:
 @click.argument("spec")
 @storage_option
 @study_name_option
+@click.option(
+    "--rank-by",
+    metavar="EXPR",
+    default=None,
+    help="Rank all complete feasible trials by this expression, highest first, instead of "
+    "taking the Pareto front, e.g. '0.5*val_accuracy - 1e-5*n_params' ('-val_loss': lowest).",
+)
+@click.option(
+    "--where",
+    metavar="EXPR",
+    default=None,
+    help="Keep only trials for which this holds, e.g. \"val_loss < 20 and schedule != 'staged'\".",
+)
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Keep the first N.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @quick_option
+@click.option(
+    "--export",
+    type=click.Choice(["yaml"]),
+    default=None,
+    help="Print the first config as YAML that `hpsearch try --config FILE` re-runs.",
+)
 def best(
-    spec: str, storage: str | None, study_name: str | None, as_json: bool, quick: bool
+    spec: str,
+    storage: str | None,
+    study_name: str | None,
+    rank_by: str | None,
+    where: str | None,
+    top: int | None,
+    as_json: bool,
+    export: str | None,
+    quick: bool,
 ) -> None:
-    """Pareto-optimal feasible configs of a study, with effective params and MLflow run ids."""
-    configs = best_configs(_study_name_for(spec, study_name, quick), storage)
-    if as_json:
+    """Pareto-optimal feasible configs of a study: sampled and effective params (after rule
+    backoffs), objective values, MLflow run ids.
+
+    --where / --rank-by use the rules' expression language (README, "Rule conditions") over
+    the objective names, final metrics, sampled params and effective_<param>. Reads the store
+    only: a missing store or study is an error, never created."""
+    from hpsearch.formatting import best_table
+    from hpsearch.query import best_configs
+
+    name = _study_name_for(spec, study_name, quick)
+    configs = best_configs(name, storage, rank_by=rank_by, where=where, top=top)
+    if export:
+        if not configs:
+            raise HpsearchError(f"study {name!r}: no trial matches; nothing to export")
+        from hpsearch.export import export_yaml
+
+        click.echo(export_yaml(configs[0], spec, name, quick=quick), nl=False)
+        if len(configs) > 1:
+            click.echo(
+                f"exported trial {configs[0].trial_number}, the first of {len(configs)}",
+                err=True,
+            )
+    elif as_json:
         click.echo(json.dumps([config.to_dict() for config in configs], indent=2))
     else:
         click.echo(best_table(configs))
@@ -198,12 +319,16 @@ def best(
 @cli.command()
 @storage_option
 def studies(storage: str | None) -> None:
-    """List the studies in the store with trial counts by state."""
+    """List the studies in the store with trial counts by state (a missing store is an error,
+    never created)."""
+    from hpsearch.formatting import studies_table
+    from hpsearch.query import study_summaries
+
     click.echo(studies_table(study_summaries(storage)))
 
 
 @cli.command(name="try")
-@click.argument("spec")
+@click.argument("spec", required=False)
 @click.option(
     "--set",
     "assignments",
@@ -211,25 +336,56 @@ def studies(storage: str | None) -> None:
     metavar="KEY=VALUE",
     help="A space param's value (repeatable); others take their default.",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A config exported by `hpsearch best --export yaml` (its spec, params and seed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=None, help="Trainer seed [default: the spec's seed].")
 @quick_option
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads [default: $OMP_NUM_THREADS, else 1].",
+)
 def try_command(
-    spec: str,
+    spec: str | None,
     assignments: tuple[str, ...],
+    config_file: str | None,
     as_json: bool,
     device: str,
     seed: int | None,
+    threads: int | None,
     quick: bool,
 ) -> None:
     """One trial of one config, without a store: final metrics, state and rule events.
 
-    Exits 0 whether the trial completes, is pruned by a rule or fails."""
+    A value the trainer rejects is bad input (exit 2); one outside the searched range but
+    valid is tried, with a note. Exits 0 whether the trial completes, is pruned by a rule or
+    fails."""
+    from hpsearch.export import read_config
     from hpsearch.runner import try_config
+    from hpsearch.search_spaces import load_spec
 
+    set_torch_threads(threads)
+    params = None
+    if config_file is not None:
+        config = read_config(config_file)
+        spec = spec or config.spec
+        params = config.params
+        seed = config.seed if seed is None else seed
+        quick = quick or config.quick
+    if spec is None:
+        raise click.UsageError("give a SPEC, or --config FILE from `hpsearch best --export yaml`")
     loaded = load_spec(spec, quick=quick)
-    outcome = try_config(loaded, list(assignments), device=device, seed=seed)
+    outcome = try_config(
+        loaded, list(assignments), device=device, seed=seed, params=params, note=_note
+    )
     if as_json:
         data = outcome.to_json()
         keys = (
@@ -259,23 +415,75 @@ def try_command(
 
 @cli.command()
 @storage_option
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; keep 127.0.0.1 and put an authenticating reverse proxy in "
+    "front to share it (README: Browsing a study).",
+)
 @click.option("--port", type=int, default=8080, show_default=True)
 def dashboard(storage: str | None, host: str, port: int) -> None:
-    """Serve optuna-dashboard on the study store (objective names are set by hpsearch)."""
-    from optuna_dashboard import run_server
-
+    """Serve optuna-dashboard on the study store: each study's note, hpsearch's plots, and the
+    feasible Pareto front as its best trials."""
+    from hpsearch.dashboard import serve
     from hpsearch.storage import open_storage
 
     url = storage or default_storage_url()
     click.echo(f"optuna-dashboard for {mask_url(url)} on http://{host}:{port}/")
-    run_server(open_storage(url, heartbeat=False, create=False), host=host, port=port)
+    serve(open_storage(url, heartbeat=False, create=False), host=host, port=port)
+
+
+@cli.command()
+@click.argument("spec")
+@storage_option
+@study_name_option
+@click.option(
+    "-o",
+    "--output",
+    default="report.html",
+    show_default=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="The HTML file to write.",
+)
+@click.option(
+    "--png",
+    "png_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write each plot as a PNG into this folder (needs chromium).",
+)
+def report(
+    spec: str, storage: str | None, study_name: str | None, output: str, png_dir: str | None
+) -> None:
+    """Write one self-contained HTML report of a study: note, Pareto table, plots (no server,
+    no network needed to open it)."""
+    from pathlib import Path
+
+    from hpsearch.query import load_study
+    from hpsearch.report import write_report
+    from hpsearch.search_spaces import load_spec
+
+    loaded = load_spec(spec)
+    url = storage or default_storage_url()
+    study = load_study(study_name or loaded.name, url)
+    files = write_report(
+        study,
+        loaded,
+        Path(output),
+        png_dir=Path(png_dir) if png_dir else None,
+        where=mask_url(url),
+    )
+    click.echo(f"wrote {files.html}")
+    for path in files.pngs:
+        click.echo(f"wrote {path}")
 
 
 @cli.command()
 @click.argument("spec")
 @storage_option
 @trials_budget_option
+@more_trials_option
 @study_name_option
 @timeout_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -288,6 +496,7 @@ def worker(
     spec: str,
     storage: str | None,
     n_trials: int | None,
+    more_trials: int | None,
     study_name: str | None,
     timeout: float | None,
     device: str,
@@ -301,10 +510,15 @@ def worker(
     journal, grpc://HOST:PORT of `hpsearch storage-proxy`); the study is created if missing.
     SIGTERM or Ctrl-C fails the running trial, queues it again with the same params, and exits
     with 128 + the signal number."""
-    from hpsearch.workers import run_worker
+    from hpsearch.search_spaces import load_spec
+    from hpsearch.workers import ensure_study, run_worker
 
     _quiet_libraries(track=not no_mlflow)
     url = storage or default_storage_url()
+    if more_trials is not None:
+        study = ensure_study(load_spec(spec, quick=quick), url, study_name)
+        remaining = trials_to_run(study, n_trials, more_trials)
+        n_trials = finished_trials(study) + (remaining or 0)
     click.echo(f"worker pid {os.getpid()} on {mask_url(url)}")
     result = run_worker(
         load_spec(spec, quick=quick),
@@ -345,6 +559,7 @@ def worker(
     help="Run K workers on the CPU instead of GPU workers.",
 )
 @trials_budget_option
+@more_trials_option
 @storage_option
 @study_name_option
 @timeout_option
@@ -372,6 +587,7 @@ def launch(
     per_gpu: int,
     cpu_workers: int | None,
     n_trials: int | None,
+    more_trials: int | None,
     storage: str | None,
     study_name: str | None,
     timeout: float | None,
@@ -386,6 +602,7 @@ def launch(
     The study is created before the workers start. A crashed worker is restarted (at most
     --max-restarts times) and its running trial re-queued. Ctrl-C / SIGTERM stops every worker
     so that no trial is left RUNNING; the interrupted trials are queued again."""
+    from hpsearch.search_spaces import load_spec
     from hpsearch.workers import ensure_study
     from hpsearch.workers.launcher import (
         Launcher,
@@ -400,6 +617,12 @@ def launch(
     study = ensure_study(load_spec(spec, quick=quick), url, study_name)
     name = study.study_name
     device = "cpu" if cpu_workers else "auto"
+    remaining = trials_to_run(study, n_trials, more_trials)
+    if remaining == 0:
+        click.echo(budget_met_line(study, n_trials or 0))
+        return
+    if remaining is not None:
+        n_trials = finished_trials(study) + remaining  # the study's total, for every worker
 
     def command(_slot: Any) -> list[str]:
         return worker_command(
@@ -450,6 +673,10 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
     url = storage or default_storage_url()
     click.echo(f"gRPC storage proxy for {mask_url(url)} on {host}:{port}")
     serve_grpc_proxy(url, host=host, port=port)
+
+
+def _note(line: str) -> None:
+    click.echo(f"note: {line}", err=True)
 
 
 MAX_ERROR_CHARS = 1000

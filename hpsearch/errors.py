@@ -27,6 +27,12 @@ class TrainerError(HpsearchError):
     """A trainer name cannot be resolved to a Trainer class."""
 
 
+class TrainerContractError(HpsearchError):
+    """A trainer and its spec disagree, found on first use (an undeclared trainer reads a param
+    the spec does not give, or does not report a metric the spec needs): every trial would fail
+    the same way, so it stops the run instead of failing one trial."""
+
+
 class StorageError(HpsearchError):
     """A storage URL is malformed or the store cannot be opened."""
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hpsearch.query import BestConfig, StudySummary
+if TYPE_CHECKING:
+    from hpsearch.query import BestConfig, StudySummary
 
 
 def format_value(value: Any) -> str:
@@ -27,23 +28,42 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def best_table(configs: Sequence[BestConfig]) -> str:
-    """Trial, objective values, the searched params at their effective values (after rule
-    backoffs), then the MLflow run id."""
+    """Trial, objective values, the searched params as sampled (headed ``param (sampled)`` when
+    a rule changed it), ``param (effective)`` for each param a rule changed in some listed trial
+    (the value its last epoch trained with), then the MLflow run id."""
     if not configs:
         return "no feasible Pareto-optimal trial yet"
     value_names = list(configs[0].values)
-    param_names = list(configs[0].params)
-    headers = ["trial", *value_names, *param_names, "mlflow_run_id"]
+    param_names = list(dict.fromkeys(name for config in configs for name in config.params))
+    changed = [
+        name
+        for name in param_names
+        if any(_effective(config, name) != config.params.get(name) for config in configs)
+    ]
+    headers = [
+        "trial",
+        *value_names,
+        *(f"{name} (sampled)" if name in changed else name for name in param_names),
+        *(f"{name} (effective)" for name in changed),
+        "mlflow_run_id",
+    ]
     rows = [
         [
             config.trial_number,
             *(config.values[name] for name in value_names),
-            *(config.effective_params.get(name, config.params.get(name)) for name in param_names),
+            *(config.params.get(name, "-") for name in param_names),
+            *(_effective(config, name) for name in changed),
             config.mlflow_run_id or "-",
         ]
         for config in configs
     ]
     return table(headers, rows)
+
+
+def _effective(config: BestConfig, name: str) -> Any:
+    if name not in config.params:
+        return "-"
+    return config.effective_params.get(name, config.params[name])
 
 
 def studies_table(summaries: Sequence[StudySummary]) -> str:

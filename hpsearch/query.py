@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 
 from hpsearch.errors import StudyNotFoundError
 from hpsearch.objectives.outcome import json_safe
+from hpsearch.objectives.summary import FINAL_METRICS_SYSTEM_ATTR, RULE_EVENTS_SYSTEM_ATTR
+from hpsearch.query_select import feasible, select_trials
 from hpsearch.storage import default_storage_url, mask_url, open_storage
+from hpsearch.storage.internals import count_states, rdb_of
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
     """An existing study; StudyNotFoundError lists the studies there are."""
     url = storage or default_storage_url()
     store = open_storage(url, create=False)
-    names = [summary.study_name for summary in optuna.get_all_study_summaries(store)]
+    names = [study.study_name for study in store.get_all_studies()]  # no trial is read
     if study_name not in names:
         available = ", ".join(sorted(names)) or "none"
         raise StudyNotFoundError(
@@ -63,44 +66,110 @@ def objective_names(study: optuna.Study) -> list[str]:
     return list(names) if names else [f"value_{i}" for i in range(len(study.directions))]
 
 
-def best_configs(study_name: str, storage: str | None = None) -> list[BestConfig]:
-    """Pareto-optimal, feasible, complete trials of a study, best first for one objective
-    and by trial number otherwise."""
+def best_configs(
+    study_name: str,
+    storage: str | None = None,
+    *,
+    rank_by: str | None = None,
+    where: str | None = None,
+    top: int | None = None,
+) -> list[BestConfig]:
+    """Pareto-optimal, feasible, complete trials of a study, by trial number.
+
+    ``where`` keeps the trials for which an expression holds (before the Pareto front is
+    taken); ``rank_by`` orders all kept feasible trials by an expression, highest first
+    (``-val_loss`` for lowest first), instead of taking the front; ``top`` keeps the first N.
+    Expressions use the rules' safe language over objective names, final metrics, sampled
+    params and ``effective_<param>`` (see ``hpsearch.query_select``)."""
     study = load_study(study_name, storage)
     names = objective_names(study)
-    trials = sorted(study.best_trials, key=lambda trial: trial.number)
-    return [_best_config(trial, names) for trial in trials]
+    if rank_by is None and where is None:
+        trials = sorted(study.best_trials, key=lambda trial: trial.number)[:top]
+    else:
+        trials = selected_trials(study, names, rank_by=rank_by, where=where, top=top)
+    constraint_names = _constraint_names(study)
+    return [_best_config(trial, names, constraint_names) for trial in trials]
 
 
-def _best_config(trial: optuna.trial.FrozenTrial, names: list[str]) -> BestConfig:
+def selected_trials(
+    study: optuna.Study,
+    names: list[str],
+    *,
+    rank_by: str | None,
+    where: str | None,
+    top: int | None,
+) -> list[optuna.trial.FrozenTrial]:
+    """The complete feasible trials chosen by ``where`` / ``rank_by`` / ``top``."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    candidates = [trial for trial in complete if feasible(trial)]
+    directions = [direction.name.lower() for direction in study.directions]
+    return select_trials(candidates, names, directions, rank_by=rank_by, where=where, top=top)
+
+
+def _constraint_names(study: optuna.Study) -> list[str]:
+    """The constraint names of the spec stored on the study (``describe_study``), in order."""
+    from hpsearch.dashboard import stored_spec
+    from hpsearch.search_spaces import ConstraintSpec
+
+    spec = stored_spec(study) or {}
+    try:
+        return [ConstraintSpec.model_validate(c).name for c in spec.get("constraints", [])]
+    except ValueError:
+        return []
+
+
+def named_constraints(trial: optuna.trial.FrozenTrial, names: list[str]) -> dict[str, float]:
+    """A trial's constraint values by name: Optuna names the list form by position ("0")."""
+    values = dict(trial.constraints)
+    if names and len(values) == len(names) and all(key.isdigit() for key in values):
+        return {names[int(key)]: value for key, value in values.items()}
+    return values
+
+
+def _best_config(
+    trial: optuna.trial.FrozenTrial, names: list[str], constraint_names: list[str]
+) -> BestConfig:
+    events = trial.system_attrs.get(RULE_EVENTS_SYSTEM_ATTR, trial.user_attrs.get("rule_events"))
     values = trial.values or []
     return BestConfig(
         trial_number=trial.number,
         params=dict(trial.params),
         effective_params=dict(trial.user_attrs.get("effective_params", trial.params)),
         values=dict(zip(names, values, strict=True)),
-        metrics=dict(trial.user_attrs.get("final_metrics", {})),
-        constraints=dict(trial.constraints),
-        rule_events=list(trial.user_attrs.get("rule_events", [])),
+        metrics=dict(
+            trial.system_attrs.get(FINAL_METRICS_SYSTEM_ATTR)
+            or trial.user_attrs.get("final_metrics", {})
+        ),
+        constraints=named_constraints(trial, constraint_names),
+        rule_events=list(events) if isinstance(events, list) else [],
         mlflow_run_id=trial.user_attrs.get("mlflow_run_id"),
     )
 
 
 def study_summaries(storage: str | None = None) -> list[StudySummary]:
-    """Every study in the store with its trial counts by state."""
+    """Every study in the store with its trial counts by state: one count per state, no
+    trial is read (``optuna.get_all_study_summaries`` reads every trial of every study)."""
     store = open_storage(storage or default_storage_url(), create=False)
     summaries = []
-    for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
-        study_id = store.get_study_id_from_name(summary.study_name)
-        trials = store.get_all_trials(study_id, deepcopy=False)
+    for study in store.get_all_studies():
+        counts = _state_counts(store, store.get_study_id_from_name(study.study_name))
         summaries.append(
             StudySummary(
-                name=summary.study_name,
-                directions=[d.name.lower() for d in summary.directions],
-                objective_names=list(
-                    store.get_study_system_attrs(study_id).get("study:metric_names", [])
-                ),
-                counts=dict(Counter(trial.state.name for trial in trials)),
+                name=study.study_name,
+                directions=[d.name.lower() for d in study.directions],
+                objective_names=list(study.system_attrs.get("study:metric_names", [])),
+                counts=counts,
             )
         )
     return sorted(summaries, key=lambda item: item.name)
+
+
+def _state_counts(store: BaseStorage, study_id: int) -> dict[str, int]:
+    """Trials by state name: one grouped SQL query on SQL stores, one count per state else."""
+    states = tuple(optuna.trial.TrialState)
+    rdb = rdb_of(store)
+    if rdb is not None:
+        counted = count_states(rdb, study_id, states)
+        return {state.name: n for state, n in counted.items() if n}
+    counts = {state.name: store.get_n_trials(study_id, state) for state in states}
+    return {name: n for name, n in counts.items() if n}

@@ -8,7 +8,7 @@ import math
 import signal
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from optuna.distributions import (
 )
 from pydantic import TypeAdapter, ValidationError
 
+from hpsearch.dashboard import FigureRefresher, describe_study
 from hpsearch.errors import ParamError, SpecError
 from hpsearch.objectives import (
     TrialOutcome,
@@ -32,6 +33,7 @@ from hpsearch.objectives import (
     parse_assignments,
     pick_device,
 )
+from hpsearch.objectives.suggest import try_params
 from hpsearch.search_spaces import FloatParam, IntParam, StudySpec, load_spec
 from hpsearch.search_spaces.schema import ParamSpec, study_name_problem
 from hpsearch.search_spaces.validate import check_against_trainer
@@ -82,6 +84,7 @@ def create_study(
             study.set_metric_names(spec.objective_names)
     if SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, json.loads(stored_spec))
+    describe_study(study, spec)  # optuna-dashboard's note, rewritten when the spec changes
     return study
 
 
@@ -184,15 +187,19 @@ def run_trials(
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study_name, device=device)
     study = create_study(spec, storage or default_storage_url(), study_name)
+    figures = FigureRefresher(spec)  # the dashboard's plots, every few seconds at most
     worker = Worker(
         study,
-        objective,
+        figures.before_each(objective),
         max_trials=n_trials,
         timeout=timeout,
         report=report or (lambda _line: None),
         reseed=False,  # one process: a seeded spec gives the same trials every time
     )
-    result = worker.run()
+    try:
+        result = worker.run()
+    finally:
+        figures.flush(study)
     if result.signal is None:
         log_pareto_plot(study, tracker)
     return study, result
@@ -224,12 +231,21 @@ def try_config(
     *,
     device: str | None = None,
     seed: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> TrialOutcome:
-    """One trial of one configuration (space defaults overlaid with ``key=value`` assignments),
-    with no store and no tracking."""
+    """One trial of one configuration (space defaults overlaid with ``params``, then with
+    ``key=value`` assignments), with no store and no tracking.
+
+    A value the trainer rejects is a ParamError before anything runs; a valid value outside
+    the searched space is tried, and ``note`` (default: the log) gets one line about it."""
     spec = load_spec(spec)
-    params = {**spec.fixed, **spec.default_params(), **parse_assignments(spec, assignments or [])}
+    given = {**(params or {}), **parse_assignments(spec, assignments or [])}
+    params, notes = try_params(spec, given)
     trainer_class = check_against_trainer(spec, spec.source)
+    trainer_class.resolve_params(params)  # bad input: one line, before any training
+    for line in notes:
+        (note or logger.warning)(line)
     return execute_trial(
         spec,
         trainer_class,

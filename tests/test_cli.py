@@ -136,7 +136,7 @@ def test_try_prints_metrics_state_and_events_and_exits_0_when_pruned(
         (["run", "{bad}"], "bad.yaml: colour: unknown key; remove it"),
         (["try", "{toy}", "--set", "z=1"], "'z' is not in the search space"),
         (["try", "{toy}", "--set", "x=abc"], "--set x=abc: not a number"),
-        (["best", "{toy}"], "no study 'toy' in sqlite:///hpsearch.db"),
+        (["best", "{toy}"], "hpsearch.db' does not exist; check --storage"),  # none created
         (
             ["run", "{toy}", "--storage", "mysql://u:secret@h/db"],
             "unsupported storage URL 'mysql://u:***@h/db'",

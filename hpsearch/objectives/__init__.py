@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from hpsearch.objectives.execute import execute_trial, pick_device
 from hpsearch.objectives.factories import make_pruner, make_sampler
-from hpsearch.objectives.log_filter import install_failed_trial_filter
 from hpsearch.objectives.objective import SpecObjective, TrialFailed, build_objective
 from hpsearch.objectives.outcome import TrialOutcome
 from hpsearch.objectives.suggest import parse_assignments, suggest_params
-
-install_failed_trial_filter(TrialFailed)
 
 __all__ = [
     "SpecObjective",

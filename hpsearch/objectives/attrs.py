@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from hpsearch.storage.internals import upsert_user_attrs
+from hpsearch.storage.internals import set_trial_system_attr, upsert_trial_attrs, upsert_user_attrs
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
@@ -28,3 +28,14 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
     if not upsert_user_attrs(trial, attrs):
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+
+
+def set_system_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Store every ``attrs`` item as a system attribute of ``trial`` (not shown by
+    optuna-dashboard; read back with ``FrozenTrial.system_attrs``), in one transaction on
+    SQLite and PostgreSQL, else one by one."""
+    if not attrs:
+        return
+    if not upsert_trial_attrs(trial, attrs, system=True):
+        for key, value in attrs.items():
+            set_trial_system_attr(trial, key, value)

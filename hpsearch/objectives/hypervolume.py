@@ -1,4 +1,9 @@
-"""The study's hypervolume after each trial, kept incrementally.
+"""The study's hypervolume after each trial, kept incrementally, at one reference point per study.
+
+The reference point is stored on the study (user attr ``hypervolume_reference``, objective
+values): the spec's ``reference_point`` when it gives one, else one derived once the study has
+``REFERENCE_AFTER_TRIALS`` complete trials (just beyond the worst of them). Trials that complete
+before it is fixed store no hypervolume; every stored value uses the same point.
 
 Each call looks at the study's complete trials but does real work only for the ones it has not
 seen: it keeps the running best and worst of every objective (for a derived reference point)
@@ -58,8 +63,10 @@ def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 class StudyHypervolume:
     """Hypervolume of the feasible complete trials of one study, updated per trial.
 
-    ``reference_point`` is in objective values; without one it is derived from the worst and
-    best values of every complete trial (``derived_reference``), so it moves as trials arrive.
+    ``reference_point`` is in objective values; until one is set (``set_reference``) it is
+    derived from the worst and best values of every complete trial (``derived_reference``),
+    so it moves as trials arrive. The objective fixes one per study (stored on the study) so
+    that stored values compare.
     """
 
     def __init__(
@@ -75,6 +82,17 @@ class StudyHypervolume:
         self.front = np.empty((0, len(self.directions)))
         self.worst: np.ndarray | None = None
         self.best: np.ndarray | None = None
+
+    def set_reference(self, reference_point: Sequence[float]) -> None:
+        """Use this reference point (objective values) from now on."""
+        self.reference = as_losses([list(reference_point)], self.directions)[0]
+
+    def derived_reference_values(self) -> list[float] | None:
+        """The reference point (objective values) derived from the trials seen so far."""
+        reference = self._reference(self.worst, self.best) if self.reference is None else None
+        if reference is None:
+            return None
+        return [float(v) for v in as_losses([reference], self.directions)[0]]
 
     def update(
         self, study: optuna.Study, extra: tuple[Sequence[float], bool] | None = None

@@ -1,10 +1,11 @@
 """Why a trial stopped early: a small typed record, built where the decision is made.
 
 ``by`` says who stopped it: a health ``rule``, ``pareto-asha`` at a rung, an ``optuna-pruner``
-(single-objective specs), or a ``failure`` (an exception of the trainer, a non-finite metric, an
-interrupted worker). ``name`` is the rule's name, the pruner's name or the failure class
-(``RuntimeError``, ``non-finite metric``, ...). The record is stored once on the trial (user attr
-``stop``) beside its one-line text (``prune_reason`` / ``fail_reason``).
+(single-objective specs), or a ``failure`` (an exception of the trainer, a NaN metric, a
+timeout). ``name`` is the rule's name, the pruner's name or the failure class
+(``trainer_error``, ``divergence``, ``out_of_memory``, ``timeout``: ``failures.py``). The
+record is stored once on the trial (user attr ``stop``) beside its one-line text
+(``prune_reason`` / ``fail_reason``).
 """
 
 from __future__ import annotations

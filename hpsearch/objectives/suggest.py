@@ -9,14 +9,23 @@ from typing import Any
 import optuna
 
 from hpsearch.errors import ParamError
+from hpsearch.pruners.conditions import ConditionScope
 from hpsearch.search_spaces import CategoricalParam, FloatParam, IntParam, StudySpec
-from hpsearch.search_spaces.schema import ParamSpec
+from hpsearch.search_spaces.schema import ParamSpec, default_of
 
 
-def suggest_params(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
-    """One value per space entry from the trial's sampler."""
+def suggest_params(
+    trial: optuna.Trial, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One value per space entry from the trial's sampler; an entry whose ``when`` is false
+    (given ``fixed`` and the params sampled before it) is not sampled: it takes its
+    ``default`` if it has one, else it is left out (the trainer's own default applies)."""
     params: dict[str, Any] = {}
     for name, entry in space.items():
+        if not condition_holds(entry, {**(fixed or {}), **params}):
+            if entry.default is not None:
+                params[name] = entry.default
+            continue
         if isinstance(entry, FloatParam):
             params[name] = trial.suggest_float(
                 name, entry.low, entry.high, log=entry.log, step=entry.step
@@ -28,6 +37,47 @@ def suggest_params(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[
         else:
             params[name] = trial.suggest_categorical(name, entry.choices)
     return params
+
+
+def condition_holds(entry: ParamSpec, params: Mapping[str, Any]) -> bool:
+    """True when the entry has no ``when`` or its condition holds for ``params``."""
+    condition = entry.condition()
+    if condition is None:
+        return True
+    return condition.evaluate(ConditionScope(values=dict(params), history=(), metrics={}))
+
+
+def inactive_params(space: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> list[str]:
+    """The space params whose ``when`` is false for ``params``."""
+    return [name for name, entry in space.items() if not condition_holds(entry, params)]
+
+
+def try_params(spec: StudySpec, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The params of a single try: ``fixed``, then each space entry as given, else at its
+    default where its ``when`` holds (or it has a ``default``), as a trial would get them; and
+    notes on given values outside the searched space."""
+    params: dict[str, Any] = dict(spec.fixed)
+    notes: list[str] = []
+    for name, entry in spec.space.items():
+        active = condition_holds(entry, params)
+        if name in given:
+            params[name] = given[name]
+            notes += _outside_notes(name, given[name], entry, active)
+        elif active or entry.default is not None:
+            params[name] = entry.default if entry.default is not None else default_of(entry)
+    return params, notes
+
+
+def _outside_notes(name: str, value: Any, entry: ParamSpec, active: bool) -> list[str]:
+    notes = []
+    if isinstance(entry, FloatParam | IntParam) and not entry.low <= value <= entry.high:
+        notes.append(
+            f"{name}={value} is outside the searched range [{entry.low}, {entry.high}]; "
+            "trying it anyway"
+        )
+    if not active:
+        notes.append(f"{name} is not searched here (when: {entry.when}); the trainer gets it")
+    return notes
 
 
 def parse_assignments(spec: StudySpec, assignments: list[str]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 RULE_EVENTS_SYSTEM_ATTR = "hpsearch:rule_events"
 RUNG_DECISIONS_SYSTEM_ATTR = "hpsearch:rung_decisions"
+FINAL_METRICS_SYSTEM_ATTR = "hpsearch:final_metrics"  # full precision; the user attr is rounded
 
 
 def short_number(value: Any, digits: int = 4) -> str:
@@ -60,12 +61,12 @@ def event_lines(events: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(event_line(event) for event in events)
 
 
-def changed_params(sampled: Mapping[str, Any], effective: Mapping[str, Any]) -> str:
-    """``free_bits 0.015 (sampled 0.02)``, one entry per param a rule changed; empty when
-    none did."""
+def changed_params(start: Mapping[str, Any], effective: Mapping[str, Any]) -> str:
+    """``free_bits 0.015 (was 0.02)``, one entry per param a rule changed (``start``: the
+    params the trainer started with); empty when none changed."""
     return ", ".join(
-        f"{name} {short_number(effective[name])} (sampled {short_number(value)})"
-        for name, value in sampled.items()
+        f"{name} {short_number(effective[name])} (was {short_number(value)})"
+        for name, value in start.items()
         if name in effective and effective[name] != value
     )
 

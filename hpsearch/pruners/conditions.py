@@ -10,6 +10,9 @@ Allowed: numbers, ``True``/``False``, names, ``+ - * / ** %``, unary ``- not``, 
 - history of a metric over this trial's epochs so far, this one included: ``best_max(m)``,
   ``best_min(m)``, ``first(m)``, ``prev(m)`` (the previous epoch's value, NaN at epoch 1).
 
+Conditions on params (a search space's ``when``, ``hpsearch best --where``) also allow string
+constants, to compare a categorical param: ``"schedule != 'adaptive'"`` (``strings=True``).
+
 A condition has at most ``MAX_CONDITION_CHARS`` characters, ``MAX_NODES`` parts and
 ``MAX_DEPTH`` levels of nesting. Numbers are floats when evaluated (no big-integer arithmetic),
 and an expression of constants alone is computed when the condition is parsed: one that
@@ -77,7 +80,7 @@ class ConditionScope:
 class Condition:
     """A parsed, validated condition; ``evaluate(scope)`` returns a bool."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, strings: bool = False) -> None:
         if not isinstance(source, str) or not source.strip():
             raise RuleError(f"empty rule condition {source!r}; write e.g. 'val_loss > 2.5'")
         if len(source) > MAX_CONDITION_CHARS:
@@ -96,7 +99,7 @@ class Condition:
             ) from None
         _check_size(tree.body, source)
         self._tree = tree.body
-        self.names: frozenset[str] = frozenset(_check_node(self._tree, source))
+        self.names: frozenset[str] = frozenset(_check_node(self._tree, source, strings))
         _fold_constants(self._tree, source)
 
     def evaluate(self, scope: ConditionScope) -> bool:
@@ -107,6 +110,14 @@ class Condition:
             return False
         except (ZeroDivisionError, OverflowError, ValueError, TypeError):
             return False
+
+    def value(self, scope: ConditionScope) -> float:
+        """The expression's number (``hpsearch best --rank-by``); NaN when it uses an undefined
+        name or cannot be computed."""
+        try:
+            return float(_evaluate(self._tree, scope))
+        except (UndefinedName, ZeroDivisionError, OverflowError, ValueError, TypeError):
+            return math.nan
 
     def __repr__(self) -> str:
         return f"Condition({self.source!r})"
@@ -164,11 +175,11 @@ def _constant_error(node: ast.AST, source: str, problem: str) -> RuleError:
     )
 
 
-def _check_node(node: ast.AST, source: str) -> set[str]:
+def _check_node(node: ast.AST, source: str, strings: bool = False) -> set[str]:
     """Reject anything outside the whitelist; return the plain names used."""
     names: set[str] = set()
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, bool):
+        if isinstance(node.value, bool) or (strings and isinstance(node.value, str)):
             return names
         if isinstance(node.value, int | float):
             try:
@@ -186,30 +197,30 @@ def _check_node(node: ast.AST, source: str) -> set[str]:
         return names
     if isinstance(node, ast.BoolOp):
         for value in node.values:
-            names |= _check_node(value, source)
+            names |= _check_node(value, source, strings)
         return names
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd | ast.Not):
-        return _check_node(node.operand, source)
+        return _check_node(node.operand, source, strings)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        return _check_node(node.left, source) | _check_node(node.right, source)
+        return _check_node(node.left, source, strings) | _check_node(node.right, source, strings)
     if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
-        names |= _check_node(node.left, source)
+        names |= _check_node(node.left, source, strings)
         for comparator in node.comparators:
-            names |= _check_node(comparator, source)
+            names |= _check_node(comparator, source, strings)
         return names
     if isinstance(node, ast.Call):
-        return _check_call(node, source)
+        return _check_call(node, source, strings)
     raise _not_allowed(source, type(node).__name__)
 
 
-def _check_call(node: ast.Call, source: str) -> set[str]:
+def _check_call(node: ast.Call, source: str, strings: bool) -> set[str]:
     if not isinstance(node.func, ast.Name) or node.keywords:
         raise _not_allowed(source, "this call")
     function = node.func.id
     if function in _PLAIN_FUNCTIONS:
         names: set[str] = set()
         for argument in node.args:
-            names |= _check_node(argument, source)
+            names |= _check_node(argument, source, strings)
         return names
     if function in _HISTORY_FUNCTIONS:
         if len(node.args) != 1 or not isinstance(node.args[0], ast.Name):

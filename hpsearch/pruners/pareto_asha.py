@@ -100,14 +100,17 @@ class RungDecision:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def reason(self) -> str:
-        """Why the trial was stopped; starts with ``pruner pareto-asha at epoch N``."""
+    def verdict(self) -> str:
+        """``rank 4 of 5 at rung 3 (front 2), only the top 1 continue``."""
         feasibility = "" if self.feasible else ", infeasible"
         return (
-            f"pruner {PRUNER_NAME} at epoch {self.rung}: rank {self.rank} of "
-            f"{self.trials_at_rung} at rung {self.rung} (front {self.front}{feasibility}), "
-            f"only the top {self.keep} continue"
+            f"rank {self.rank} of {self.trials_at_rung} at rung {self.rung} "
+            f"(front {self.front}{feasibility}), only the top {self.keep} continue"
         )
+
+    def reason(self) -> str:
+        """Why the trial was stopped; starts with ``pruner pareto-asha at epoch N``."""
+        return f"pruner {PRUNER_NAME} at epoch {self.rung}: {self.verdict()}"
 
 
 def decide(

@@ -91,6 +91,18 @@ def load_spec(spec: str | StudySpec, *, quick: bool = False) -> StudySpec:
     return quick_variant(loaded) if quick else loaded
 
 
+def read_spec(spec: str) -> StudySpec:
+    """A spec parsed and checked against the schema only, not against its trainer (nothing
+    imports the trainer, so no torch): for listing specs. Use ``load_spec`` to run one."""
+    text, where = _read_text(spec)
+    try:
+        parsed = StudySpec.model_validate(parse_yaml(text, where))
+    except ValidationError as error:
+        raise SpecError(f"{where}: {describe_validation_error(error)}") from None
+    parsed._source = where
+    return parsed
+
+
 def quick_variant(spec: StudySpec) -> StudySpec:
     """The spec's ``quick:`` variant, validated against the trainer like the spec itself."""
     if spec.quick is None:
@@ -239,5 +251,6 @@ __all__ = [
     "load_spec",
     "packaged_spec_names",
     "quick_variant",
+    "read_spec",
     "spec_from_dict",
 ]

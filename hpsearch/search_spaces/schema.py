@@ -1,4 +1,4 @@
-"""The study-spec schema (DESIGN.md, Study spec), as pydantic models.
+"""The study-spec schema (docs/design.md, Study spec), as pydantic models.
 
 Structure is checked here; cross-checks that need the trainer (param names, metric names, knob
 names) are in ``validate.py``.
@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from hpsearch.errors import RuleError
+from hpsearch.pruners.conditions import Condition
 from hpsearch.pruners.declarative import RuleConfig
 
 Scalar = str | int | float | bool
@@ -37,7 +39,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FloatParam(_Strict):
+class _Conditional(_Strict):
+    """``when``: the param is searched only in trials where this condition on the params
+    sampled before it (and ``fixed``) holds, e.g. ``"schedule != 'adaptive'"``; elsewhere it is
+    not sampled and the trainer gets its ``default`` (or the trainer's own default)."""
+
+    when: str | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _parse_when(cls, when: str | None) -> str | None:
+        if when is not None:
+            try:
+                Condition(when, strings=True)
+            except RuleError as error:
+                raise ValueError(str(error).replace("rule condition", "condition")) from None
+        return when
+
+    def condition(self) -> Condition | None:
+        return None if self.when is None else Condition(self.when, strings=True)
+
+
+class FloatParam(_Conditional):
     type: Literal["float"]
     low: float
     high: float
@@ -55,7 +78,7 @@ class FloatParam(_Strict):
         return self
 
 
-class IntParam(_Strict):
+class IntParam(_Conditional):
     type: Literal["int"]
     low: int
     high: int
@@ -73,7 +96,7 @@ class IntParam(_Strict):
         return self
 
 
-class CategoricalParam(_Strict):
+class CategoricalParam(_Conditional):
     type: Literal["categorical"]
     choices: list[Scalar] = Field(min_length=1)
     default: Scalar | None = None
@@ -218,6 +241,21 @@ class StudySpec(_Strict):
     quick: QuickSpec | None = None
     _source: str = PrivateAttr(default="<spec>")
 
+    @model_validator(mode="after")
+    def _conditions_name_earlier_params(self) -> StudySpec:
+        """A ``when`` may read ``fixed`` and the space params listed before it."""
+        known = set(self.fixed)
+        for key, param in self.space.items():
+            condition = param.condition()
+            unknown = sorted(condition.names - known) if condition else []
+            if unknown:
+                raise ValueError(
+                    f"space.{key}.when: {unknown[0]!r} is not a fixed param or a space param "
+                    f"listed before {key!r}; use one of {', '.join(sorted(known)) or 'none'}"
+                )
+            known.add(key)
+        return self
+
     @field_validator("name")
     @classmethod
     def _usable_name(cls, name: str) -> str:
@@ -265,10 +303,10 @@ class StudySpec(_Strict):
 
     def default_params(self) -> dict[str, Scalar]:
         """Every space key at its ``default`` (else the midpoint / first choice)."""
-        return {key: _default_of(param) for key, param in self.space.items()}
+        return {key: default_of(param) for key, param in self.space.items()}
 
 
-def _default_of(param: FloatParam | IntParam | CategoricalParam) -> Scalar:
+def default_of(param: FloatParam | IntParam | CategoricalParam) -> Scalar:
     if param.default is not None:
         return param.default
     if isinstance(param, CategoricalParam):

@@ -1,4 +1,4 @@
-"""Opening the study store from a URL (DESIGN.md, Storage).
+"""Opening the study store from a URL (docs/design.md, Storage).
 
 - ``sqlite:///path.db``: RDB storage with WAL and a busy timeout (several local processes).
 - ``postgresql://`` / ``postgresql+psycopg://``: psycopg 3, ``pool_pre_ping``, small pools.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import sqlite3
 import time
 import warnings
@@ -32,59 +31,16 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 
 from hpsearch.errors import StorageError
 from hpsearch.storage.internals import check_optuna_version
+from hpsearch.urls import DEFAULT_STORAGE, default_storage_url, mask_secrets, mask_url
 
 logger = logging.getLogger("hpsearch.storage")
 
-DEFAULT_STORAGE = "sqlite:///hpsearch.db"
 HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180
 RECONNECT_S = 60
 MAX_RETRY = 3
 SCHEMA_ATTEMPTS = 5
 DEFAULT_GRPC_PORT = 13000
-
-
-def default_storage_url() -> str:
-    """``HPSEARCH_STORAGE`` if set, else ``sqlite:///hpsearch.db`` in the working directory."""
-    return os.environ.get("HPSEARCH_STORAGE") or DEFAULT_STORAGE
-
-
-# scheme://user:password@ : the password is what lies between the first ':' after '//' and the
-# last '@' of the authority (a password may hold '@' or ':'), before any '/', '?' or '#'.
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):[^/?#\s]*@")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``. Never raises: it works on the text, so
-    a bad port, a malformed IPv6 host or no URL at all is masked (or returned) as it is."""
-    if not isinstance(url, str):
-        return "<not a URL>"
-    return mask_secrets(url)
-
-
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)[^&#\s]*", re.IGNORECASE)
-
-
-def mask_secrets(text: str, *urls: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` (or ``?password=``) in
-    it replaced by ``***``, and the passwords of ``urls`` wherever else they appear (for error
-    messages of drivers and of MLflow, which quote the URL or parts of it)."""
-    for url in urls:
-        for password in _passwords(url):
-            text = text.replace(password, "***")
-    text = _CREDENTIALS.sub(lambda match: f"{match['head']}:***@", text)
-    return _QUERY_PASSWORD.sub(lambda match: f"{match['head']}***", text)
-
-
-def _passwords(url: str) -> list[str]:
-    found = []
-    for match in re.finditer(r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:(?P<pw>[^/?#\s]*)@", url):
-        found.append(match["pw"])
-    found += [
-        match.group(1)
-        for match in re.finditer(r"[?&](?:password|passwd|pwd)=([^&#\s]*)", url, re.I)
-    ]
-    return [password for password in found if len(password) >= 3 and password != "***"]
 
 
 def open_storage(
@@ -340,6 +296,13 @@ def _reconnect_on_restart(engine: Any, patience_s: int) -> None:
 
 def _redis_journal(url: str) -> BaseStorage:
     from optuna.storages.journal import JournalRedisBackend, JournalStorage
+
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise StorageError(
+            f"storage {mask_url(url)} needs the Python package redis: pip install redis"
+        ) from None
 
     return JournalStorage(JournalRedisBackend(url))
 

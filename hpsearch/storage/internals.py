@@ -128,6 +128,17 @@ def upsert_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> bool:
     """Write ``attrs`` as the trial's user attributes in one transaction (one multi-row upsert
     into Optuna's ``trial_user_attributes``) on SQLite and PostgreSQL; False when that is not
     possible here (the caller then sets them one by one through the public API)."""
+    return upsert_trial_attrs(trial, attrs, system=False)
+
+
+def set_trial_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
+    """One trial system attribute through the storage API (Optuna 5's ``Trial`` has no public
+    setter; the storage's needs the trial id)."""
+    trial.storage.set_trial_system_attr(trial_id_of(trial), key, value)
+
+
+def upsert_trial_attrs(trial: optuna.Trial, attrs: Mapping[str, Any], *, system: bool) -> bool:
+    """``upsert_user_attrs``, into ``trial_system_attributes`` when ``system``."""
     rdb = rdb_of(trial.storage)
     if rdb is None:
         return False
@@ -141,7 +152,7 @@ def upsert_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> bool:
     if dialect is None:
         return False
     trial_id = trial_id_of(trial)
-    table = models.TrialUserAttributeModel
+    table = models.TrialSystemAttributeModel if system else models.TrialUserAttributeModel
     rows = [
         {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
         for key, value in attrs.items()
@@ -156,6 +167,16 @@ def upsert_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> bool:
         rdb.check_trial_is_updatable(trial_id, stored.state)  # type: ignore[arg-type]
         session.execute(upsert)
     return True
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's system attributes (Optuna 5's ``Study`` has no public reader)."""
+    return dict(storage_of(study).get_study_system_attrs(study_id_of(study)))
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """One study system attribute (no public setter in Optuna 5)."""
+    storage_of(study).set_study_system_attr(study_id_of(study), key, value)
 
 
 # -- SQL reads ------------------------------------------------------------------------------

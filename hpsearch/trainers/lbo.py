@@ -6,29 +6,47 @@ a batch is
 
     recon + kl_weight * (kl_core + kl_detail)
           + box_weight * sum over the two terms of (relu(kl - ceiling) + relu(lower - kl))
+          + barrier_weight * sum over the terms inside the ceiling of -log(1 - kl / ceiling)
 
-and, with ``rollback`` on, every optimizer step is checked: the KL terms of the same batch are
-measured again after the step (encoder only), and a step that leaves the box (or moves a term
-further outside it) is rolled back, parameters and optimizer state restored to before the step,
-and counted.
+(the log barrier is the seed's "LBO": steps turn back before they reach the ceiling), and, with
+``rollback`` on, every optimizer step is checked: the KL terms of the same batch are measured
+again after the step (encoder only), and a step that leaves the box (or moves a term further
+outside it) is rolled back, parameters and optimizer state restored to before the step, and
+counted.
 
 The ceiling is discovered, not guessed:
 
-- epoch 1: no ceiling (the box is ``[lower, inf)``); the largest batch KL of either term is
-  tracked, and at the end of the epoch the ceiling is set to it (the discovery);
+- epoch 1: no ceiling (the box is ``[lower, inf)``, no barrier); the largest batch KL of either
+  term is tracked, and at the end of the epoch the ceiling is set to it (the discovery);
 - epoch 2 (up to ``squeeze_start - 1``): the discovered ceiling holds;
-- from ``squeeze_start``: one schedule step per epoch, linear from the discovered ceiling to the
-  target (``target_kl`` when > 0, else ``target`` x the discovered ceiling) over
-  ``squeeze_epochs`` steps. A schedule value above the current ceiling is skipped (the ceiling at
-  step ``s`` is the minimum of the schedule up to ``s``): already below, nothing to squeeze.
+- from ``squeeze_start``: one schedule step per epoch, the seed's abrupt squeeze: the first step
+  drops to ``squeeze_first`` x the discovered ceiling (seed: 13k of ~42k, ~30 %), the next ones
+  descend geometrically to the target (``target_kl`` when > 0, else ``target`` x the discovered
+  ceiling; seed: 3k, ~7 %), reached after ``squeeze_epochs`` steps. A schedule value above the
+  current ceiling is skipped (the ceiling at step ``s`` is the minimum of the schedule up to
+  ``s``): already below, nothing to squeeze.
+
+Why the ceiling follows the learning rate (the seed's "works with any LR" table): with the KL
+free in epoch 1 (``kl_weight`` 0, no ceiling) nothing but the reconstruction drives it, and Adam
+moves every weight by about ``lr`` per step, so the posterior means spread and the log-variances
+of the 128 latent dims drift down at a rate proportional to ``lr`` times the encoder's width.
+The discovered ceiling depends on the lr only while the KL is still running when epoch 1 ends.
+The default sizes (hidden 1024, latent 16 + 112, batch 28: 51 steps in epoch 1) are chosen for
+that: the ceiling rises ~3x from lr 1e-3 to 5e-3. With the earlier sizes (hidden 128, latent
+8 + 24, batch 32) the KL started near 0 (the default init gives posterior means of ~0.07),
+reached the ~35 nats these digits support within ~20-30 steps at every lr, and the ceiling was
+the same at every lr. More steps in epoch 1 (a smaller batch) saturate it too; a wider encoder
+alone adds an lr-independent spike in the first steps.
 
 The knobs ``squeeze_step`` (the schedule position) and ``squeeze_hold`` (epochs to pause before
 the next step) let the ``kl-ceiling`` rules relax the squeeze: one step back and a pause.
 
-Metrics per epoch: KL of both terms, SSIM and recon of the validation digits (decoded from the
-posterior mean), the ceiling in force (epoch 1 reports the discovered value; its box was open),
-steps rolled back (by cause: ceiling or floor), the rollback rate of the epoch and of the run
-so far, and the mean training loss.
+Metrics per epoch: KL of both terms (and the larger, ``kl_max``), SSIM and recon of the
+validation digits (decoded from the posterior mean), the ceiling in force (epoch 1 reports the
+discovered value; its box was open), the schedule's target, steps left in it and epochs left
+in the run, ``at_target`` (1 when the schedule is done and both validation KL terms are at or
+below the target: the seed's final check), steps rolled back (by cause: ceiling or floor), the
+rollback rate of the epoch and of the run so far, and the mean training loss.
 """
 
 from __future__ import annotations
@@ -53,9 +71,16 @@ from hpsearch.trainers.vae_parts import (
 )
 
 
-def ceiling_schedule(discovered: float, target_value: float, steps: int) -> list[float]:
-    """``[discovered, v1, ..., v_steps]``: linear from the discovered ceiling to the target."""
-    return [discovered + (target_value - discovered) * k / steps for k in range(steps + 1)]
+def ceiling_schedule(
+    discovered: float, first_value: float, target_value: float, steps: int
+) -> list[float]:
+    """``[discovered, v1, ..., v_steps]``: the seed's abrupt squeeze. The first step drops
+    straight to ``first_value``; the rest descend geometrically (a constant ratio per step) to
+    ``target_value``, reached at step ``steps``. One step goes straight to the target."""
+    if steps == 1:
+        return [discovered, target_value]
+    ratio = (target_value / first_value) ** (1.0 / (steps - 1))
+    return [discovered, *(first_value * ratio**k for k in range(steps))]
 
 
 def ceiling_at(schedule: list[float], step: int) -> float:
@@ -115,20 +140,22 @@ class LboTrainer(Trainer):
 
     name = "lbo"
     param_defaults: ClassVar[Mapping[str, Any]] = {
-        "core_dim": 8,
-        "detail_dim": 24,
-        "hidden_dim": 128,
-        "batch_size": 32,
+        "core_dim": 16,
+        "detail_dim": 112,
+        "hidden_dim": 1024,
+        "batch_size": 28,
         "val_fraction": 0.2,
         "data_seed": 0,
         "lr": 2.0e-3,
         "kl_weight": 0.0,
         "box_weight": 1.0,
+        "barrier_weight": 1.0,
         "lower": 0.5,
-        "target": 0.4,
+        "squeeze_first": 0.3,
+        "target": 0.07,
         "target_kl": 0.0,
         "squeeze_start": 3,
-        "squeeze_epochs": 5,
+        "squeeze_epochs": 10,
         "squeeze_step": 0,
         "squeeze_hold": 0,
         "rollback": True,
@@ -146,6 +173,11 @@ class LboTrainer(Trainer):
         "discovered_ceiling",
         "lower",
         "squeeze_step",
+        "target_ceiling",
+        "steps_left",
+        "epochs_left",
+        "kl_max",
+        "at_target",
         "steps",
         "rollbacks",
         "rollback_rate",
@@ -165,8 +197,10 @@ class LboTrainer(Trainer):
         require_range(params, "lr", 1e-8, 10.0, trainer=cls.name)
         require_range(params, "kl_weight", 0.0, 1000.0, trainer=cls.name)
         require_range(params, "box_weight", 0.0, 1000.0, trainer=cls.name)
+        require_range(params, "barrier_weight", 0.0, 1000.0, trainer=cls.name)
         require_range(params, "lower", 0.0, 1e9, trainer=cls.name)
-        require_range(params, "target", 0.0, 1.0, trainer=cls.name)
+        require_range(params, "target", 1e-6, 1.0, trainer=cls.name)
+        require_range(params, "squeeze_first", 1e-6, 1.0, trainer=cls.name)
         require_range(params, "target_kl", 0.0, 1e9, trainer=cls.name)
         if not isinstance(params["rollback"], bool):
             raise ParamError(f"lbo: param rollback={params['rollback']!r}; use true or false")
@@ -201,8 +235,10 @@ class LboTrainer(Trainer):
         self.discovered_ceiling = max(epoch_max_kl, self.lower)
         target_kl = float(p["target_kl"])
         target_value = target_kl if target_kl > 0 else float(p["target"]) * self.discovered_ceiling
+        target_value = max(target_value, self.lower)
+        first_value = max(float(p["squeeze_first"]) * self.discovered_ceiling, target_value)
         self.schedule = ceiling_schedule(
-            self.discovered_ceiling, max(target_value, self.lower), int(p["squeeze_epochs"])
+            self.discovered_ceiling, first_value, target_value, int(p["squeeze_epochs"])
         )
         self.ceiling = self.discovered_ceiling
 
@@ -227,7 +263,13 @@ class LboTrainer(Trainer):
         counts = self._train_pass(epoch)
         if epoch == 1:
             self._discover(counts["train_kl_max"])
-        self.last_metrics = {**counts, **self.evaluate(), **self._box_metrics(counts)}
+        evaluation = self.evaluate()
+        self.last_metrics = {
+            **counts,
+            **evaluation,
+            **self._box_metrics(counts),
+            **self._schedule_metrics(epoch, total_epochs, evaluation["kl_max"]),
+        }
         return dict(self.last_metrics)
 
     def _train_pass(self, epoch: int) -> dict[str, float]:
@@ -270,6 +312,7 @@ class LboTrainer(Trainer):
             recon_loss(logits, images)
             + float(self.params["kl_weight"]) * kls.sum()
             + float(self.params["box_weight"]) * self._box_penalty(kls)
+            + float(self.params["barrier_weight"]) * self._barrier(kls)
         )
         before = kls.detach().tolist()
         self.optimizer.zero_grad(set_to_none=True)
@@ -295,6 +338,17 @@ class LboTrainer(Trainer):
         if math.isfinite(self.ceiling):
             penalty = penalty + functional.relu(kls - self.ceiling).sum()
         return penalty
+
+    def _barrier(self, kls: torch.Tensor) -> torch.Tensor:
+        """The log barrier inside the ceiling: ``-log(1 - kl / ceiling)`` summed over the terms
+        below it (0 at kl = 0, steep near the ceiling, so steps turn back before they cross
+        it); a term at or above the ceiling has only the box penalty. 0 while the ceiling is
+        open (epoch 1)."""
+        if not math.isfinite(self.ceiling):
+            return kls.new_zeros(())
+        room = (1.0 - kls / self.ceiling).clamp(min=1e-6)
+        inside = kls < self.ceiling
+        return torch.where(inside, -torch.log(room), torch.zeros_like(kls)).sum()
 
     @torch.no_grad()
     def _left_box(self, images: torch.Tensor, before: list[float]) -> str | None:
@@ -325,6 +379,7 @@ class LboTrainer(Trainer):
             "kl_core": kl_core,
             "kl_detail": kl_detail,
             "kl_total": kl_core + kl_detail,
+            "kl_max": max(kl_core, kl_detail),
         }
 
     def _box_metrics(self, counts: Mapping[str, float]) -> dict[str, float]:
@@ -336,6 +391,19 @@ class LboTrainer(Trainer):
             "squeeze_step": self.knobs["squeeze_step"],
             "rollback_rate": counts["rollbacks"] / steps * 100.0,
             "run_rollback_rate": self.run_rollbacks / max(self.run_steps, 1) * 100.0,
+        }
+
+    def _schedule_metrics(self, epoch: int, total_epochs: int, kl_max: float) -> dict[str, float]:
+        """Where the squeeze stands: its target, the schedule steps still to take and the
+        epochs left to take them in, and whether both KL terms are at the target (the seed's
+        final check: the validation KL of each term at or below the target ceiling)."""
+        target = self.schedule[-1]
+        steps_left = len(self.schedule) - 1 - self.knobs["squeeze_step"]
+        return {
+            "target_ceiling": target,
+            "steps_left": float(steps_left),
+            "epochs_left": float(max(total_epochs - epoch, 0)),
+            "at_target": float(steps_left == 0 and kl_max <= target),
         }
 
     def final_metrics(self) -> dict[str, float]:

@@ -79,6 +79,7 @@ def curves_figure(views: Sequence[TrialView], spec: StudySpec, limit: int = 12) 
             for marker in _markers(view, row, color):
                 figure.add_trace(marker, row=row + 1, col=1)
     figure.update_xaxes(title_text="epoch", row=rows, col=1)
+    figure.update_xaxes(dtick=1 if spec.epochs <= 20 else None)
     figure.update_layout(
         **{**LAYOUT, "height": 300 + 220 * rows},
         title={
@@ -90,6 +91,8 @@ def curves_figure(views: Sequence[TrialView], spec: StudySpec, limit: int = 12) 
 
 
 def _markers(view: TrialView, row: int, color: str) -> list[Any]:
+    """One trace with a marker per rule event and rung decision of the trial (symbols: a rule
+    backoff or advice ▲, a rung that let it on ●, a stop ✕)."""
     import plotly.graph_objects as go
 
     points: list[tuple[int, str, str]] = []
@@ -105,27 +108,26 @@ def _markers(view: TrialView, row: int, color: str) -> list[Any]:
             f" {verdict}"
         )
         points.append((rung, "circle" if decision.get("proceed") else "x", text))
-    traces = []
-    for epoch, symbol, text in points:
-        if epoch not in view.curves:
-            continue
-        traces.append(
-            go.Scatter(
-                x=[epoch],
-                y=[short(view.curves[epoch][row])],
-                mode="markers",
-                marker={
-                    "symbol": symbol,
-                    "size": 10,
-                    "color": color,
-                    "line": {"width": 1, "color": "#222"},
-                },
-                legendgroup=str(view.number),
-                showlegend=False,
-                hovertemplate=f"trial {view.number}: {text}<extra></extra>",
-            )
+    points = [point for point in points if point[0] in view.curves]
+    if not points:
+        return []
+    return [
+        go.Scatter(
+            x=[epoch for epoch, _, _ in points],
+            y=[short(view.curves[epoch][row]) for epoch, _, _ in points],
+            mode="markers",
+            marker={
+                "symbol": [symbol for _, symbol, _ in points],
+                "size": 10,
+                "color": color,
+                "line": {"width": 1, "color": "#222"},
+            },
+            text=[f"trial {view.number}: {text}" for _, _, text in points],
+            legendgroup=str(view.number),
+            showlegend=False,
+            hovertemplate="%{text}<extra></extra>",
         )
-    return traces
+    ]
 
 
 def best_table_figure(views: Sequence[TrialView], spec: StudySpec) -> go.Figure:

@@ -1,4 +1,4 @@
-"""Distributed workers (DESIGN.md, Workers): one worker with the study-wide budget, and a
+"""Distributed workers (docs/design.md, Workers): one worker with the study-wide budget, and a
 launcher that supervises one worker process per GPU slot."""
 
 from __future__ import annotations

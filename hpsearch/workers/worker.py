@@ -26,6 +26,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.dashboard import FigureRefresher
 from hpsearch.errors import HpsearchError
 from hpsearch.objectives import TrialFailed, build_objective
 from hpsearch.objectives.attrs import set_user_attrs
@@ -440,5 +441,11 @@ def run_worker(
     study = ensure_study(spec, storage or default_storage_url(), study_name)
     tracker = make_tracker(track, tracking_uri)
     objective = build_objective(spec, tracker, study_name=study.study_name, device=device)
-    worker = Worker(study, objective, budget=n_trials, timeout=timeout, report=report)
-    return worker.run()
+    figures = FigureRefresher(spec)  # the dashboard's plots, every few seconds at most
+    worker = Worker(
+        study, figures.before_each(objective), budget=n_trials, timeout=timeout, report=report
+    )
+    try:
+        return worker.run()
+    finally:
+        figures.flush(study)

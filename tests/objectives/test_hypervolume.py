@@ -58,12 +58,13 @@ def test_no_trials_no_hypervolume() -> None:
     assert StudyHypervolume(DIRECTIONS).update(study) == (0.0, None)
 
 
-def test_each_trial_of_a_study_stores_the_hypervolume_of_the_trials_so_far(
+def test_each_trial_stores_the_hypervolume_at_the_one_reference_point_of_the_study(
     sqlite_url: str,
 ) -> None:
     from toy_spec import toy_spec
 
     import hpsearch
+    from hpsearch.objectives.hypervolume import REFERENCE_AFTER_TRIALS, derive_reference
     from hpsearch.search_spaces import spec_from_dict
 
     spec = spec_from_dict(  # TPE reads the trials through Optuna's per-trial cache
@@ -72,19 +73,36 @@ def test_each_trial_of_a_study_stores_the_hypervolume_of_the_trials_so_far(
             sampler={"name": "tpe", "seed": 1, "options": {"n_startup_trials": 2}},
         )
     )
-    study = hpsearch.run(spec, 6, storage=sqlite_url, track=False)
+    study = hpsearch.run(spec, REFERENCE_AFTER_TRIALS + 3, storage=sqlite_url, track=False)
     directions = spec.directions
-    for trial in study.trials:
-        rows = [
-            (list(t.values), all(c <= 0 for c in t.constraints.values()))
+    first = [list(t.values) for t in study.trials[:REFERENCE_AFTER_TRIALS]]
+    reference = study.user_attrs["hypervolume_reference"]
+    assert reference == pytest.approx(derive_reference(first, directions))
+    for trial in study.trials[:REFERENCE_AFTER_TRIALS]:  # before the point was fixed
+        assert "study_hypervolume" not in trial.user_attrs
+    for trial in study.trials[REFERENCE_AFTER_TRIALS:]:
+        feasible = [
+            list(t.values)
             for t in study.trials
-            if t.number <= trial.number and t.values is not None
+            if t.number <= trial.number and all(c <= 0 for c in t.constraints.values())
         ]
-        losses = as_losses([values for values, _ in rows], directions)
-        feasible = [values for values, ok in rows if ok]
         expected = (
-            hypervolume(as_losses(feasible, directions), derived_reference(losses))
+            hypervolume(as_losses(feasible, directions), as_losses([reference], directions)[0])
             if feasible
             else 0.0
         )
-        assert trial.user_attrs["study_hypervolume"] == pytest.approx(expected)
+        assert trial.user_attrs["study_hypervolume"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_spec_reference_point_is_stored_on_the_study(sqlite_url: str) -> None:
+    from toy_spec import toy_spec
+
+    import hpsearch
+    from hpsearch.search_spaces import spec_from_dict
+
+    pruner = {"name": "pareto-asha", "rungs": [2], "reference_point": [0.5, 0.4]}
+    study = hpsearch.run(
+        spec_from_dict(toy_spec(pruner=pruner)), 2, storage=sqlite_url, track=False
+    )
+    assert study.user_attrs["hypervolume_reference"] == [0.5, 0.4]
+    assert all("study_hypervolume" in t.user_attrs for t in study.trials if t.values)

@@ -27,13 +27,18 @@ def test_a_complete_trial_stores_what_it_produced(sqlite_url: str) -> None:
     trial = study.trials[0]
     assert trial.state == COMPLETE
     attrs = trial.user_attrs
-    assert len(attrs["metrics_history"]) == 4
-    assert attrs["final_metrics"]["loss"] == pytest.approx(trial.values[0])
+    assert "metrics_history" not in attrs and attrs["epochs_run"] == 4  # histories: MLflow
+    assert attrs["final_metrics"]["loss"] == pytest.approx(trial.values[0], rel=1e-5)
     assert attrs["effective_params"]["x"] == trial.params["x"]
     assert attrs["worker"]["pid"]
     assert attrs["state_description"] == "complete"
-    loss = attrs["final_metrics"]["loss"]
-    assert trial.constraints == {"loss <= 0.2": pytest.approx(loss - 0.2)}
+    loss = trial.values[0]
+    # Optuna's list form, the one optuna-dashboard reads too; Optuna names it by position
+    assert trial.system_attrs["constraints"] == [pytest.approx(loss - 0.2)]
+    assert trial.constraints == {"0": pytest.approx(loss - 0.2)}
+    assert attrs["feasible"] == (
+        "yes" if loss <= 0.2 else f"no: loss <= 0.2 (off by {loss - 0.2:.3g})"
+    )
     quality = 1 - loss
     assert trial.values[1] == pytest.approx(max(0.9 - quality, 0.0, quality - 0.95))
 
@@ -41,14 +46,23 @@ def test_a_complete_trial_stores_what_it_produced(sqlite_url: str) -> None:
 def test_a_crashing_trainer_fails_its_trial_and_the_study_goes_on(sqlite_url: str) -> None:
     study = run_toy(sqlite_url, 3, fixed={"crash_at_epoch": 2})
     assert [t.state for t in study.trials] == [FAIL] * 3
-    assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: toy crash at epoch 2"
-    assert len(study.trials[0].user_attrs["metrics_history"]) == 1
+    attrs = study.trials[0].user_attrs
+    assert attrs["fail_reason"] == "RuntimeError: toy crash at epoch 2"
+    assert attrs["stop"] == {
+        "by": "failure",
+        "name": "trainer_error",
+        "epoch": 2,
+        "message": "RuntimeError: toy crash at epoch 2",
+    }
+    assert attrs["epochs_run"] == 1 and set(attrs["last_metrics"]) == {"loss", "quality", "decay"}
 
 
 def test_a_nan_metric_fails_the_trial_with_the_metric_named(sqlite_url: str) -> None:
     study = run_toy(sqlite_url, 1, fixed={"nan_at_epoch": 3})
     assert study.trials[0].state == FAIL
     assert study.trials[0].user_attrs["fail_reason"] == "metric loss is nan at epoch 3"
+    stop = study.trials[0].user_attrs["stop"]
+    assert (stop["by"], stop["name"], stop["epoch"]) == ("failure", "divergence", 3)
 
 
 def test_bad_params_fail_the_trial_with_the_reason(sqlite_url: str) -> None:
@@ -72,8 +86,17 @@ def test_a_rule_abort_prunes_the_trial_and_records_why(sqlite_url: str) -> None:
     assert trial.user_attrs["prune_reason"] == (
         "rule too-slow at epoch 2: loss not falling fast enough"
     )
-    (event,) = trial.user_attrs["rule_events"]
+    assert trial.user_attrs["stop"] == {
+        "by": "rule",
+        "name": "too-slow",
+        "epoch": 2,
+        "message": "loss not falling fast enough",
+    }
+    (event,) = trial.system_attrs["hpsearch:rule_events"]
     assert (event["rule"], event["action"], event["epoch"]) == ("too-slow", "abort", 2)
+    assert trial.user_attrs["rule_events"] == (
+        "epoch 2 too-slow: abort (loss not falling fast enough)"
+    )
     assert trial.user_attrs["state_description"] == "pruned by rule too-slow"
 
 
@@ -81,11 +104,12 @@ def test_a_backoff_shapes_the_next_epoch_and_the_effective_params(sqlite_url: st
     rule = {"name": "faster", "when": "epoch == 1", "then": {"set": {"decay": 0.5}}}
     study = run_toy(sqlite_url, 1, rules=[rule])
     trial = study.trials[0]
-    history = trial.user_attrs["metrics_history"]
-    assert [epoch["decay"] for epoch in history] == [0.9, 0.5, 0.5, 0.5]
+    assert trial.user_attrs["final_metrics"]["decay"] == 0.5
     assert trial.user_attrs["effective_params"]["decay"] == 0.5
-    event = trial.user_attrs["rule_events"][0]
+    assert trial.user_attrs["params_changed"] == "decay 0.5 (was 0.9)"
+    event = trial.system_attrs["hpsearch:rule_events"][0]
     assert (event["knobs_before"], event["knobs_after"]) == ({"decay": 0.9}, {"decay": 0.5})
+    assert trial.user_attrs["rule_events"] == "epoch 1 faster: decay 0.9 -> 0.5"
 
 
 def test_single_objective_specs_report_to_optunas_pruners(sqlite_url: str) -> None:
@@ -96,12 +120,16 @@ def test_single_objective_specs_report_to_optunas_pruners(sqlite_url: str) -> No
         pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
         sampler={"name": "random", "seed": 3},
     )
+    vectors = study.trials[0].user_attrs["intermediate_objectives"]
     assert study.trials[0].intermediate_values == pytest.approx(
-        {e + 1: v["loss"] for e, v in enumerate(study.trials[0].user_attrs["metrics_history"])}
+        {int(epoch): entry["values"][0] for epoch, entry in vectors.items()}
     )
     pruned = [t for t in study.trials if t.state == PRUNED]
     assert pruned, "the median pruner should stop some of 8 random trials"
     assert pruned[0].user_attrs["prune_reason"].startswith("pruner median at epoch")
+    stop = pruned[0].user_attrs["stop"]
+    assert (stop["by"], stop["name"]) == ("optuna-pruner", "median")
+    assert stop["epoch"] == pruned[0].user_attrs["epochs_run"]
 
 
 def test_existing_study_with_other_directions_is_refused(sqlite_url: str) -> None:

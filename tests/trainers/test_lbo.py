@@ -16,7 +16,14 @@ from hpsearch.trainers import get_trainer_class
 from hpsearch.trainers.lbo import LboTrainer, StepRollback, ceiling_at, ceiling_schedule
 
 CPU = torch.device("cpu")
-SMALL: dict[str, Any] = {"hidden_dim": 32, "batch_size": 64, "squeeze_epochs": 3}
+# mechanics only: a small model (the phenomenon tests below use the packaged spec's sizes)
+SMALL: dict[str, Any] = {
+    "core_dim": 8,
+    "detail_dim": 24,
+    "hidden_dim": 32,
+    "batch_size": 64,
+    "squeeze_epochs": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +31,20 @@ def squeeze_run() -> tuple[LboTrainer, list[dict[str, float]]]:
     """Six epochs: discovery, hold, three squeeze steps, then the target held."""
     trainer = LboTrainer(SMALL, device=CPU, seed=0)
     return trainer, list(trainer.epochs(6))
+
+
+def spec_sizes() -> dict[str, Any]:
+    """The packaged spec's fixed sizes with its space defaults (lr 2e-3)."""
+    spec = load_spec("lbo")
+    return {**spec.fixed, **spec.default_params()}
+
+
+@pytest.fixture(scope="module")
+def seed_run() -> tuple[LboTrainer, list[dict[str, float]]]:
+    """The seed's regime at the spec's sizes: discovery, hold, then the abrupt squeeze in
+    three steps (30 % of the ceiling, then down to the 7 % target at epoch 5)."""
+    trainer = LboTrainer({**spec_sizes(), "squeeze_epochs": 3}, device=CPU, seed=0)
+    return trainer, list(trainer.epochs(5))
 
 
 # -- SSIM ---------------------------------------------------------------------------------
@@ -48,8 +69,9 @@ def test_ssim_rejects_mismatched_or_too_small_images() -> None:
 # -- the schedule -------------------------------------------------------------------------
 
 
-def test_schedule_descends_linearly_to_the_target() -> None:
-    assert ceiling_schedule(30.0, 12.0, 3) == pytest.approx([30.0, 24.0, 18.0, 12.0])
+def test_schedule_drops_abruptly_then_descends_geometrically_to_the_target() -> None:
+    assert ceiling_schedule(100.0, 30.0, 7.5, 3) == pytest.approx([100.0, 30.0, 15.0, 7.5])
+    assert ceiling_schedule(100.0, 30.0, 7.0, 1) == [100.0, 7.0]
 
 
 def test_schedule_values_above_the_current_ceiling_are_skipped() -> None:
@@ -87,8 +109,8 @@ def test_discovered_ceiling_is_the_max_epoch_1_kl_then_follows_the_schedule(
     assert history[0]["discovered_ceiling"] == discovered
     # epoch 1: the ceiling was open, so no step could leave through it
     assert history[0]["upper_violations"] == 0.0
-    target = 0.4 * discovered  # the default target fraction
-    expected = ceiling_schedule(discovered, target, 3)
+    target = 0.07 * discovered  # the default target fraction
+    expected = ceiling_schedule(discovered, 0.3 * discovered, target, 3)
     assert trainer.schedule == pytest.approx(expected)
     ceilings = [metrics["ceiling"] for metrics in history]
     # epoch 1 reports the discovery, epoch 2 holds it, epochs 3-5 squeeze, epoch 6 holds the target
@@ -100,6 +122,44 @@ def test_the_squeeze_lowers_the_kl(squeeze_run: tuple[LboTrainer, list]) -> None
     _, history = squeeze_run
     assert history[-1]["train_kl_max"] < history[0]["train_kl_max"]
     assert history[-1]["ssim"] > history[0]["ssim"]
+
+
+# -- the seed's phenomenon, at the spec's sizes -------------------------------------------
+
+
+def test_discovered_ceiling_follows_the_learning_rate(
+    seed_run: tuple[LboTrainer, list],
+) -> None:
+    """The seed's "works with any LR" table (1e-3 / 2e-3 / 3e-3 / 5e-3 -> ~15k / 30k / 60k /
+    100k): the KL is still running when epoch 1 ends, so the ceiling rises with the lr, at least
+    3x from the lowest to the highest."""
+    ceilings = {2e-3: seed_run[0].discovered_ceiling}
+    for lr in (1e-3, 3e-3, 5e-3):
+        trainer = LboTrainer({**spec_sizes(), "lr": lr}, device=CPU, seed=0)
+        next(trainer.epochs(1))
+        ceilings[lr] = trainer.discovered_ceiling
+    by_lr = [ceilings[lr] for lr in sorted(ceilings)]
+    assert by_lr == sorted(by_lr), ceilings
+    assert by_lr[-1] >= 3.0 * by_lr[0], ceilings
+
+
+def test_seed_checks_hold_through_the_abrupt_squeeze(seed_run: tuple[LboTrainer, list]) -> None:
+    """The seed's checklist: epoch 1 has no ceiling violation and < 5 % rollbacks; the squeeze
+    steps to ~30 % of the ceiling first, then down to the ~7 % target, which the KL reaches by
+    the last epoch; the KL descends with the ceiling."""
+    trainer, history = seed_run
+    first, last = history[0], history[-1]
+    assert first["upper_violations"] == 0.0 and first["rollback_rate"] < 5.0
+    discovered = trainer.discovered_ceiling
+    ceilings = [metrics["ceiling"] / discovered for metrics in history]
+    assert ceilings == pytest.approx([1.0, 1.0, 0.3, 0.3 * (0.07 / 0.3) ** 0.5, 0.07])
+    assert last["at_target"] == 1.0 and last["kl_max"] <= last["target_ceiling"]
+    assert last["target_ceiling"] == pytest.approx(0.07 * discovered)
+    assert [m["steps_left"] for m in history] == [3.0, 3.0, 2.0, 1.0, 0.0]
+    assert [m["epochs_left"] for m in history] == [4.0, 3.0, 2.0, 1.0, 0.0]
+    kl_max = [metrics["kl_max"] for metrics in history]
+    assert kl_max[2:] == sorted(kl_max[2:], reverse=True) and kl_max[-1] < 0.1 * kl_max[0]
+    assert last["run_rollback_rate"] < 5.0
 
 
 def test_rollback_counts_add_up(squeeze_run: tuple[LboTrainer, list]) -> None:
@@ -210,7 +270,14 @@ def test_without_rollback_nothing_is_rolled_back() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("squeeze_start", 1), ("target", 1.5), ("lower", -1.0), ("rollback", "yes")],
+    [
+        ("squeeze_start", 1),
+        ("target", 1.5),
+        ("squeeze_first", 0.0),
+        ("barrier_weight", -1.0),
+        ("lower", -1.0),
+        ("rollback", "yes"),
+    ],
 )
 def test_bad_params_are_param_errors(key: str, value: Any) -> None:
     with pytest.raises(ParamError, match=key):
@@ -225,14 +292,10 @@ def test_spec_loads() -> None:
     assert spec.trainer == "lbo" and spec.rules == ["kl-ceiling"]
     assert spec.objective_names == ["ssim", "kl_total"]
     assert spec.directions == ["maximize", "minimize"]
-    assert spec.space["lr"].model_dump() == {
-        "type": "float",
-        "low": 1e-3,
-        "high": 5e-3,
-        "log": True,
-        "step": None,
-        "default": 2e-3,
-    }
+    lr = spec.space["lr"]
+    assert (lr.type, lr.low, lr.high, lr.log, lr.default) == ("float", 1e-3, 5e-3, True, 2e-3)
+    assert not {"lower", "squeeze_start"} & set(spec.space)  # fixed: no effect / the seed's
+    assert spec.quick is not None and spec.quick_variant().epochs == 8
     assert all(param.default is not None for param in spec.space.values())
     (constraint,) = spec.constraints
     assert (

@@ -1,0 +1,58 @@
+"""``import hpsearch`` and ``hpsearch --help`` load neither torch, Optuna, MLflow nor pydantic,
+and importing the package sets nothing (no environment variable, no logging filter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+HEAVY = ("torch", "optuna", "mlflow", "pydantic", "sqlalchemy", "plotly")
+
+
+def _modules_after(code: str) -> dict[str, object]:
+    probe = (
+        "import json, logging, os, sys\n"
+        "before = dict(os.environ)\n"
+        f"{code}\n"
+        "print(json.dumps({'heavy': [m for m in %r if m in sys.modules],\n"
+        "  'env': sorted(k for k in os.environ if os.environ.get(k) != before.get(k)),\n"
+        "  'filters': len(logging.getLogger('optuna.study._optimize').filters)}))\n" % (HEAVY,)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=os.environ
+    )
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_the_package_loads_nothing_heavy_and_sets_nothing() -> None:
+    found = _modules_after("import hpsearch, hpsearch.errors, hpsearch.objectives")
+    assert found["env"] == []
+    assert found["filters"] == 0
+    found = _modules_after("import hpsearch")
+    assert found["heavy"] == []
+
+
+def test_the_command_line_help_loads_nothing_heavy() -> None:
+    code = (
+        "from click.testing import CliRunner\n"
+        "from hpsearch.cli import cli\n"
+        "assert CliRunner().invoke(cli, ['--help']).exit_code == 0"
+    )
+    assert _modules_after(code)["heavy"] == []
+
+
+def test_listing_the_specs_reads_them_without_loading_the_trainers() -> None:
+    code = (
+        "from click.testing import CliRunner\n"
+        "from hpsearch.cli import cli\n"
+        "result = CliRunner().invoke(cli, ['spaces'])\n"
+        "assert result.exit_code == 0 and 'cvfp' in result.output, result.output"
+    )
+    assert _modules_after(code)["heavy"] == ["pydantic"]  # the spec schema, nothing else
+
+
+def test_a_public_name_loads_its_module_on_first_use() -> None:
+    found = _modules_after("import hpsearch\nhpsearch.load_spec")
+    assert "pydantic" in found["heavy"]
