@@ -10,7 +10,7 @@ and the guards: the seed's MSE is a mean over 768 coordinates (~1e-3), the guard
 hinges (~1e-2), so 0.01 pulls about 4x harder than the MSE and 0.002 about 0.8x. Here the
 vectors have ``dim`` 32 coordinates (the articles' ``manifold_dim``) and the MSE is the squared
 error summed over them divided by ``mse_dims`` (768; 0 means ``dim``): the same gradient as a
-768-d mean over vectors that live in a 32-d subspace, for a twentieth of the cost. The shared
+768-d mean over vectors that live in a 32-d subspace, for about half the CPU time. The shared
 topic makes the context frames alike, so a head first learns an average of its context, which
 peaks at the last frame (k=-1, copying is the early attractor). With V3's settings (direct
 head, dir + anti-copy guards 0.01 from epoch 4) val cosine falls by >= 0.1 at epoch 4 and the
