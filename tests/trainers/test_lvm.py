@@ -57,14 +57,6 @@ P2 = {
     "lambda_ac": 0.0,
     "guard_start_epoch": 6,
 }
-# The spec's quick sizes (half the data): enough for the V3 collapse.
-HALF_DATA = {
-    "train_articles": 96,
-    "val_articles": 64,
-    "ood_articles": 64,
-    "mini_samples": 300,
-    "eval_samples": 500,
-}
 
 
 def test_registry_resolves_lvm() -> None:
@@ -124,24 +116,25 @@ def test_a_backoff_changes_the_next_epochs_weights() -> None:
 def test_v3_guards_collapse_a_direct_head_that_copies() -> None:
     """The seed's V3: the direct head starts backward (copying the last frame is the early
     attractor), the 0.01 guards at epoch 4 cut val cosine by >= 0.1 and it ends backward."""
-    trainer, history = run({**HALF_DATA, **V3}, 8)
+    trainer, history = run(V3, 8)
     assert [m["val_peak_offset"] for m in history[:3]] == [-1.0, -1.0, -1.0]
     assert history[2]["val_margin"] < 0
     assert history[3]["val_cosine"] <= max(m["val_cosine"] for m in history[:3]) - 0.1
     assert trainer.run_five_cat().splits["val"].peak_offset == -1
 
 
-@pytest.mark.slow
-def test_p2_residual_head_with_tiny_late_guards_turns_forward() -> None:
-    """The seed's P2 at the spec's full sizes: no collapse when the guards start at epoch 6,
-    and the residual head ends with its peak at k=+1 on val and OOD."""
+def test_p2_residual_head_with_tiny_late_guards_meets_the_final_criterion() -> None:
+    """The seed's P2 at the spec's sizes: no collapse when the guards start at epoch 6, and
+    the residual head ends with its peak at k=+1 and the seed's final criterion (>= 4 val
+    gates, margin >= 0.10 on val and OOD)."""
     trainer, history = run(P2, 12)
     assert history[0]["val_peak_offset"] == -1.0  # it starts as a copy of the last frame
     assert history[5]["val_cosine"] > max(m["val_cosine"] for m in history[:5]) - 0.1
     report = trainer.run_five_cat()
+    assert report.splits["val"].gates_passed >= 4
     for split in ("val", "ood"):
         assert report.splits[split].peak_offset == 1
-        assert report.splits[split].margin > 0.03
+        assert report.splits[split].margin >= 0.10
 
 
 def test_future_guard_steps_up_at_epoch_11() -> None:
@@ -230,7 +223,7 @@ def test_packaged_spec_validates() -> None:
         "residual",
         "alpha_init",
     }
-    assert spec.fixed["dim"] == 768 and spec.quick is not None
+    assert spec.fixed["mse_dims"] == 768 and spec.quick is not None
     assert all(param.default is not None for param in spec.space.values())
 
 
