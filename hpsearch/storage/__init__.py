@@ -15,6 +15,7 @@ wherever a URL is printed or logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -169,7 +170,6 @@ def _sqlite(url: str, heartbeat: bool, create: bool = True) -> RDBStorage:
     return storage
 
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
 _OPTUNA_TABLES = frozenset({"studies", "version_info", "alembic_version"})
 
 
@@ -189,33 +189,43 @@ def _check_sqlite_file(url: str, path: Path, create: bool) -> None:
                 f"cannot open storage {url}: folder {str(path.parent)!r} does not exist; create it"
             )
         return
+    if str(path.resolve()) in _CHECKED_FILES:
+        return
     try:
-        with path.open("rb") as file:
-            header = file.read(len(_SQLITE_HEADER))
+        empty = path.stat().st_size == 0
     except OSError as error:
         raise StorageError(f"storage {url}: cannot read it ({error.strerror}); check it") from None
-    if not header:
+    if empty:
         return  # an empty file: SQLite makes a new database of it
-    if header != _SQLITE_HEADER:
-        raise StorageError(
-            f"storage {url}: {str(path)!r} is not an SQLite database; name another file"
-        )
-    tables = _sqlite_tables(path)
+    tables = _sqlite_tables(url, path)
     if tables and not tables & _OPTUNA_TABLES:
         raise StorageError(
             f"storage {url}: {str(path)!r} is another program's SQLite database (tables "
             f"{', '.join(sorted(tables)[:5])}); name another file, hpsearch will not change it"
         )
+    _CHECKED_FILES.add(str(path.resolve()))
 
 
-def _sqlite_tables(path: Path) -> set[str]:
-    """The table names of an SQLite file, read-only."""
+# Files found to be Optuna stores in this process: not checked again. The check goes through
+# SQLite only: opening and closing the file any other way would drop the POSIX locks this
+# process's SQLite connections hold on it, and let other processes corrupt it.
+_CHECKED_FILES: set[str] = set()
+
+
+def _sqlite_tables(url: str, path: Path) -> set[str]:
+    """The table names of an SQLite file, read-only; StorageError if it is no SQLite file."""
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as connection:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        ) as connection:
             rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
             return {str(row[0]) for row in rows}
-    except sqlite3.DatabaseError:  # being created by another process now: let Optuna open it
-        return set()
+    except sqlite3.DatabaseError as error:
+        if "not a database" in str(error):
+            raise StorageError(
+                f"storage {url}: {str(path)!r} is not an SQLite database; name another file"
+            ) from None
+        return set()  # busy or being created by another process now: let Optuna open it
 
 
 def _sync_normal(storage: RDBStorage) -> None:
@@ -252,7 +262,7 @@ def _lost_schema_race(error: BaseException) -> bool:
 
 def _enable_wal(path: str) -> None:
     """WAL lets readers and one writer work at once; the mode is kept in the file."""
-    with sqlite3.connect(path, timeout=60) as connection:
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
 
 

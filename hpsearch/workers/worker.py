@@ -10,8 +10,10 @@ same params is enqueued, and the worker exits, so no trial is left RUNNING.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -123,7 +125,9 @@ class Worker:
         self._counter = BudgetCounter(study)
         self._signal: int | None = None
         self._done: str | None = None  # why the loop ends, once it must
-        self._in_trial = False
+        self._in_trial = False  # a signal now raises StopRequested (once per delivery)
+        self._evaluating = False  # the objective is running
+        self._previous_unraisable: Callable[[Any], None] = sys.unraisablehook
         self._errors_in_a_row = 0
         self._waiting = False
         self.max_trials = max_trials
@@ -254,13 +258,13 @@ class Worker:
     def _evaluate(self, trial: optuna.Trial) -> tuple[TrialState, Any, str]:
         """(state, values, note) of one call of the objective; a signal ends it as FAIL."""
         try:
-            self._in_trial = True
+            self._in_trial = self._evaluating = True
             try:
                 if self._signal is not None:
                     raise StopRequested()
                 values = self.objective(trial)
             finally:
-                self._in_trial = False
+                self._in_trial = self._evaluating = False
         except StopRequested:
             return TrialState.FAIL, None, "stopped"
         except optuna.TrialPruned as pruned:
@@ -328,11 +332,27 @@ class Worker:
             yield
             return
         previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
+        previous_hook = self._previous_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._on_unraisable
         try:
             yield
         finally:
+            sys.unraisablehook = previous_hook
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _on_unraisable(self, unraisable: Any) -> None:
+        """A StopRequested raised while Python ran a callback (a weakref callback of the import
+        system, a ``__del__``) is swallowed there, and the trial would go on: say nothing, and
+        deliver the signal again so that it lands in the trial's own code."""
+        if not isinstance(unraisable.exc_value, StopRequested):
+            self._previous_unraisable(unraisable)
+            return
+        if self._evaluating and self._signal is not None:
+            self._in_trial = True
+            again = threading.Timer(0.05, os.kill, (os.getpid(), self._signal))
+            again.daemon = True
+            again.start()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self._signal is None:

@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 import hpsearch
+from hpsearch.objectives.summary import RULE_EVENTS_SYSTEM_ATTR
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -38,7 +39,9 @@ def test_the_digits_study_prunes_and_its_rules_fire(sqlite_url: str) -> None:
     assert states["PRUNED"] >= 3 and states["COMPLETE"] >= 2, states
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     assert all(t.user_attrs["epochs_run"] < 12 for t in pruned)
-    fired = {event["rule"] for t in trials for event in t.user_attrs.get("rule_events", [])}
+    fired = {
+        event["rule"] for t in trials for event in t.system_attrs.get(RULE_EVENTS_SYSTEM_ATTR, [])
+    }
     assert "halve-lr" in fired
     sgd = [t for t in trials if t.params["optimizer"] == "sgd"]
     adam = [t for t in trials if t.params["optimizer"] == "adam"]

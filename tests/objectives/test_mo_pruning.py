@@ -121,7 +121,7 @@ class RecordingRun(TrialRun):
     def log_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         pass
 
-    def finish(self, *args: Any) -> None:
+    def finish(self, *args: Any, **kwargs: Any) -> None:
         pass
 
 
