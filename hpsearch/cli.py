@@ -57,6 +57,9 @@ more_trials_option = click.option(
     help="N more finished trials than the study has now (instead of --trials).",
 )
 no_mlflow_option = click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+)
 quick_option = click.option(
     "--quick",
     is_flag=True,
@@ -147,10 +150,10 @@ def spaces() -> None:
 )
 @storage_option
 @study_name_option
-@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Stop after seconds.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@timeout_option
+@device_option
 @trial_timeout_option
-@click.option("--no-mlflow", is_flag=True, help="Do not track trials in MLflow.")
+@no_mlflow_option
 @click.option("--no-progress", is_flag=True, help="No line per finished trial.")
 @quick_option
 @click.pass_context
@@ -358,7 +361,7 @@ def studies(storage: str | None) -> None:
     help="A config exported by `hpsearch best --export yaml` (its spec, params and seed).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @click.option("--seed", type=int, default=None, help="Trainer seed [default: the spec's seed].")
 @quick_option
 @click.option(
@@ -500,7 +503,7 @@ def report(
 @more_trials_option
 @study_name_option
 @timeout_option
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @trial_timeout_option
 @no_mlflow_option
 @quick_option

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch.nn import functional
 
+from hpsearch._util import json_safe
+
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 DEFAULT_OFFSETS: tuple[int, ...] = (-2, -1, 1, 2, 3)
@@ -143,7 +145,7 @@ class SplitReport:
         data = asdict(self)
         data["offset_cosines"] = {f"{k:+d}": v for k, v in self.offset_cosines.items()}
         data["gates_passed"] = self.gates_passed
-        return _json_safe(data)
+        return json_safe(data)
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class FiveCatReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "thresholds": _json_safe(asdict(self.thresholds)),
+            "thresholds": json_safe(asdict(self.thresholds)),
             "retrieval_k": self.retrieval_k,
             "rollout_horizon": self.rollout_horizon,
             "splits": {name: split.to_dict() for name, split in self.splits.items()},
@@ -412,13 +414,3 @@ def _check_offsets(offsets: Sequence[int]) -> None:
 
 def _nan_low(value: float) -> float:
     return -math.inf if math.isnan(value) else value
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value

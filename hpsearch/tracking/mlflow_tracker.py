@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hpsearch._util import first_line
 from hpsearch.storage import mask_secrets, mask_url
 from hpsearch.tracking import study_run
 from hpsearch.tracking.base import DEFAULT_TRACKING_URI, Tracker, TrialRun
@@ -131,7 +132,7 @@ class MlflowTracker(Tracker):
                 "MLflow tracking at %s is off for this process: %s failed (%s)",
                 mask_url(self.tracking_uri),
                 what,
-                _first_line(mask_secrets(str(error), self.tracking_uri)) or type(error).__name__,
+                first_line(mask_secrets(str(error), self.tracking_uri)) or type(error).__name__,
             )
             return None
 
@@ -540,11 +541,6 @@ def _run_note(state: str, reason: str | None, feasible: bool | None) -> str:
         return f"**Complete**{kind}"
     word = {"PRUNED": "Pruned", "FAIL": "Failed"}.get(state, state.title())
     return f"**{word}**: {reason}" if reason else f"**{word}**"
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0][:300] if lines else ""
 
 
 def _finite(value: float) -> float:

@@ -61,7 +61,7 @@ from hpsearch.metrics.five_cat import (
     five_cat,
     mini_five_cat,
 )
-from hpsearch.trainers.base import Trainer, require_choice, require_range
+from hpsearch.trainers.base import Trainer, require_choice, require_int, require_range
 from hpsearch.trainers.lvm_data import ArticleGenerator, LvmData, make_lvm_data
 
 MODELS = ("mlp", "transformer")
@@ -240,15 +240,15 @@ class LvmTrainer(Trainer):
             "batch_size",
             "mini_samples",
         ):
-            _require_int(params, key, 1, 1_000_000)
-        _require_int(params, "context", 2, 64)
-        _require_int(params, "rollout_horizon", 1, 64)
-        _require_int(params, "guard_start_epoch", 1, 1_000_000)
-        _require_int(params, "late_epoch", 1, 1_000_000)
-        _require_int(params, "mse_dims", 0, 1_000_000)
+            require_int(params, key, 1, 1_000_000, trainer="lvm")
+        require_int(params, "context", 2, 64, trainer="lvm")
+        require_int(params, "rollout_horizon", 1, 64, trainer="lvm")
+        require_int(params, "guard_start_epoch", 1, 1_000_000, trainer="lvm")
+        require_int(params, "late_epoch", 1, 1_000_000, trainer="lvm")
+        require_int(params, "mse_dims", 0, 1_000_000, trainer="lvm")
         require_range(params, "late_fut_scale", 0.0, 1e6, trainer=name)
         for key in ("train_articles", "val_articles", "ood_articles", "eval_samples"):
-            _require_int(params, key, 1, 100_000_000)
+            require_int(params, key, 1, 100_000_000, trainer="lvm")
         for key in ("lambda_dir", "lambda_fut", "lambda_ac", "lambda_res"):
             require_range(params, key, 0.0, 1e6, trainer=name)
         require_range(params, "lr", 1e-8, 10.0, trainer=name)
@@ -485,9 +485,3 @@ class LvmTrainer(Trainer):
 
 def _finite_or_str(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
-
-
-def _require_int(params: Mapping[str, Any], key: str, low: int, high: int) -> None:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ParamError(f"lvm: param {key}={value!r} must be an integer in [{low}, {high}]")
