@@ -54,7 +54,7 @@ def fail_stale_trials(study: optuna.Study, retry: Retry) -> list[int]:
         with quiet_experimental():
             optuna.storages.fail_stale_trials(study)
         return []
-    return _fail_and_retry(study, ids, STALE_REASON, retry)
+    return fail_and_retry(study, ids, STALE_REASON, retry)
 
 
 def fail_orphaned_trials(study: optuna.Study, retry: Retry) -> list[int]:
@@ -67,7 +67,7 @@ def fail_orphaned_trials(study: optuna.Study, retry: Retry) -> list[int]:
     if grace is None or rdb is None:
         return []
     orphans = orphan_trial_ids(rdb, study_id_of(study), grace)
-    return _fail_and_retry(study, orphans, ORPHAN_REASON, retry)
+    return fail_and_retry(study, orphans, ORPHAN_REASON, retry)
 
 
 def _grace_s(storage: Any) -> float | None:
@@ -78,9 +78,12 @@ def _grace_s(storage: Any) -> float | None:
     return float(getattr(backend_of(storage), "grace_period", None) or 2 * interval)
 
 
-def _fail_and_retry(
+def fail_and_retry(
     study: optuna.Study, trial_ids: Iterable[int], reason: str, retry: Retry
 ) -> list[int]:
+    """Fail each RUNNING trial of ``trial_ids`` (storage ids) with ``reason`` and
+    ``failure_class`` infrastructure, then ``retry`` it; the numbers of those it failed (one
+    another process finished first is left alone)."""
     storage = storage_of(study)
     failed = []
     for trial_id in trial_ids:

@@ -27,7 +27,8 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.errors import HpsearchError
-from hpsearch.storage.internals import frozen_trial_id, storage_of
+from hpsearch.storage.internals import frozen_trial_id
+from hpsearch.storage.stale import fail_and_retry
 from hpsearch.workers.worker import retry_callback
 
 RESTART_DELAY_S = 1.0
@@ -321,23 +322,12 @@ def _send(popens: Iterable[subprocess.Popen[str]], signum: int) -> None:
 def fail_trials_of_dead_workers(study: optuna.Study, pids: Iterable[int]) -> list[int]:
     """Fail the RUNNING trials that the worker processes ``pids`` of this host left behind,
     and re-queue each with the same params; returns the failed trial numbers."""
-    wanted = {str(pid) for pid in pids}
-    host = socket.gethostname()
-    storage: Any = storage_of(study)
-    callback = retry_callback(study)
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    wanted, host = {str(pid) for pid in pids}, socket.gethostname()
+
+    def left_behind(trial: optuna.trial.FrozenTrial) -> bool:
         worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") != host or str(worker.get("pid")) not in wanted:
-            continue
-        trial_id = frozen_trial_id(study, trial)
-        storage.set_trial_user_attr(trial_id, "fail_reason", "worker process died")
-        storage.set_trial_user_attr(trial_id, "failure_class", "infrastructure")
-        try:
-            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        failed.append(trial.number)
-        callback(study, storage.get_trial(trial_id))
-    return failed
+        return worker.get("host") == host and str(worker.get("pid")) in wanted
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ids = [frozen_trial_id(study, trial) for trial in running if left_behind(trial)]
+    return fail_and_retry(study, ids, "worker process died", retry_callback(study))

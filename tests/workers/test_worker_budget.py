@@ -90,7 +90,7 @@ def test_four_workers_finish_exactly_the_budget(
     assert "budget met" in logs(tmp_path)
 
 
-REPEATS = int(os.environ.get("HPSEARCH_TEST_REPEATS", "3"))
+REPEATS = int(os.environ.get("HPSEARCH_TEST_REPEATS", "5"))
 
 
 def test_eight_workers_of_ten_trials_finish_exactly_every_time(

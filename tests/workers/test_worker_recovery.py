@@ -163,16 +163,25 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.parametrize("repeat", range(3))  # a race that passes once is not fixed
 def test_workers_reconnect_after_a_postgresql_restart(
-    private_postgres: PrivatePostgres, tmp_path: Path
+    private_postgres: PrivatePostgres, tmp_path: Path, repeat: int
 ) -> None:
-    n_trials, url = 24, private_postgres.url
+    n_trials, url, name = 24, private_postgres.url, f"restart-{repeat}"
     spec = write_spec(tmp_path, sleep_s=0.05)
-    study = create_study(load_spec(str(spec)), url, "restart")
-    workers = start_workers(4, spec, url, "restart", n_trials, cwd=tmp_path)
+    study = create_study(load_spec(str(spec)), url, name)
+    workers = start_workers(
+        4,
+        spec,
+        url,
+        name,
+        n_trials,
+        cwd=tmp_path,
+        env={"HPSEARCH_HEARTBEAT_S": "1", "HPSEARCH_GRACE_S": "3"},
+    )
     wait_for(lambda: count_trials(study).finished >= 3, 90, "3 finished trials")
     private_postgres.restart()
     finished_at_restart = count_trials(study).finished
-    assert wait_all(workers, tmp_path, timeout=120) == [0] * 4, logs(tmp_path)
+    assert wait_all(workers, tmp_path, timeout=180) == [0] * 4, logs(tmp_path)
     assert finished_at_restart < n_trials, "the study ended before the restart: raise n_trials"
-    assert_exactly_finished(load(url, "restart"), n_trials)
+    assert_exactly_finished(load(url, name), n_trials)

@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
-from hpsearch.storage.internals import frozen_trial_id, storage_of
+from hpsearch.storage.internals import frozen_trial_id
+from hpsearch.storage.stale import fail_and_retry
 from hpsearch.workers.budget import count_trials
 from hpsearch.workers.launcher import _SignalScope
 from hpsearch.workers.worker import retry_callback
@@ -165,20 +166,6 @@ def _finished_line(study: optuna.Study, budget: int | None) -> str:
 def fail_trials_of(study: optuna.Study, owns: Callable[[dict[str, Any]], bool]) -> list[int]:
     """Fail the RUNNING trials whose ``worker`` attr ``owns`` accepts, and queue each again
     with the same params; their numbers."""
-    storage: Any = storage_of(study)
-    retry = retry_callback(study)
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not owns(trial.user_attrs.get("worker") or {}):
-            continue
-        trial_id = frozen_trial_id(study, trial)
-        storage.set_trial_user_attr(trial_id, "fail_reason", "its task was cancelled")
-        storage.set_trial_user_attr(trial_id, "failure_class", "infrastructure")
-        try:
-            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        failed.append(trial.number)
-        retry(study, storage.get_trial(trial_id))
-    return failed
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ids = [frozen_trial_id(study, t) for t in running if owns(t.user_attrs.get("worker") or {})]
+    return fail_and_retry(study, ids, "its task was cancelled", retry_callback(study))
