@@ -70,9 +70,17 @@ def mlflow_uri(tmp_path: Path, mlflow_template: Path) -> str:
 
 
 @pytest.fixture
-def postgres_url() -> str:
+def postgres_url() -> Iterator[str]:
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    return POSTGRES_URL
+    yield POSTGRES_URL
+    # The shared server has ~100 connections for every test process and worker at once: give
+    # back this test's idle ones now, not when its engines are garbage-collected.
+    import gc
+
+    from hpsearch.storage import close_idle_connections
+
+    gc.collect()
+    close_idle_connections()
 
 
 @pytest.fixture

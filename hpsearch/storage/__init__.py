@@ -21,6 +21,7 @@ import os
 import random
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -242,12 +243,28 @@ def _sync_normal(storage: RDBStorage) -> None:
     storage.engine.dispose()
 
 
+# Every SQL engine this process opened and still holds: ``close_idle_connections`` empties
+# their pools (a long-lived process that opens many stores, e.g. a test run, would otherwise
+# keep their idle connections until each engine is garbage-collected).
+_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def close_idle_connections() -> None:
+    """Close the idle pooled connections of every store this process opened (they reconnect
+    on next use)."""
+    for engine in list(_ENGINES):
+        engine.dispose()
+
+
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: bool) -> RDBStorage:
     """An RDBStorage; on a new database, processes that start together race to create Optuna's
     tables, and the losers try again (they then find the tables)."""
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **_heartbeat_kwargs(heartbeat))  # type: ignore[arg-type]
+            options: Any = _heartbeat_kwargs(heartbeat)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+            _ENGINES.add(storage.engine)
+            return storage
         except Exception as error:
             if attempt == SCHEMA_ATTEMPTS or not _lost_schema_race(error):
                 raise
@@ -269,7 +286,9 @@ def _enable_wal(path: str) -> None:
 def _postgresql(url: str, heartbeat: bool) -> RDBStorage:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine_kwargs = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4}
+    # A worker uses at most a few connections at once (its loop, the heartbeat thread): keep
+    # few per process, so that many workers stay far below the server's max_connections.
+    engine_kwargs = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": 3}
     storage = _rdb_storage(url, engine_kwargs, heartbeat)
     _reconnect_on_restart(storage.engine, _env_seconds("HPSEARCH_RECONNECT_S", RECONNECT_S))
     return storage

@@ -13,6 +13,7 @@ already counted), that is the recent and the unfinished ones.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from hpsearch.storage.internals import (
     trial_states_above,
 )
 
+logger = logging.getLogger("hpsearch.workers")
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED_STATES = (*FINISHED_STATES, TrialState.RUNNING)
 # A trial id the watermark passed must not show up later: ids are drawn when a trial is
@@ -108,5 +110,11 @@ def _rdb_storage(study: optuna.Study) -> RDBStorage | None:
 def release_trial(study: optuna.Study, trial: optuna.Trial) -> None:
     """Put a trial that was asked for but not started back in the queue (WAITING).
 
-    The next ``study.ask()`` of any worker pops it; an enqueued retry keeps its params."""
-    storage_of(study).set_trial_state_values(trial_id_of(trial), TrialState.WAITING)
+    The next ``study.ask()`` of any worker pops it; an enqueued retry keeps its params.
+
+    Two workers can pop the same WAITING trial at once on SQLite (Optuna's pop is not atomic
+    there): if the other one has finished it meanwhile, there is nothing to release."""
+    try:
+        storage_of(study).set_trial_state_values(trial_id_of(trial), TrialState.WAITING)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        logger.info("trial %d was finished by another worker; nothing to release", trial.number)

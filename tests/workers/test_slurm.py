@@ -102,7 +102,7 @@ def _launch_args(spec: Path, url: str, name: str, trials: int, workers: int, *mo
 
 def _job_id(log: Path) -> str:
     found = wait_for(
-        lambda: re.search(r"submitted slurm job array (\d+)", log.read_text()), 60, "the job id"
+        lambda: re.search(r"submitted slurm job array (\d+)", log.read_text()), 180, "the job id"
     )
     return str(found.group(1))
 
