@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
 demo: install
-	@echo "== a $(DEMO_TRIALS)-trial study of the cvfp trainer: about 3 minutes on 2 idle CPU cores, more on a busy machine"
+	@echo "== a $(DEMO_TRIALS)-trial study of the cvfp trainer: about 20 s on 2 idle CPU cores (1.5 min with the install), more on a busy machine"
 	@start=$$(date +%s); \
 	$(BIN)/hpsearch run cvfp --trials $(DEMO_TRIALS); \
 	$(BIN)/hpsearch studies; \

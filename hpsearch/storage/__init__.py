@@ -1,6 +1,7 @@
 """Opening the study store from a URL (docs/design.md, Storage).
 
-- ``sqlite:///path.db``: RDB storage with WAL and a busy timeout (several local processes).
+- ``sqlite:///path.db``: RDB storage with WAL and a busy timeout (several local processes);
+  claims of queued trials are serialised by a lock file (``hpsearch.storage.claims``).
 - ``postgresql://`` / ``postgresql+psycopg://``: psycopg 3, ``pool_pre_ping``, small pools.
 - ``redis://host:port/db``: journal storage on Redis; ``journal:///path.log``: journal file.
 - ``grpc://host:port``: Optuna's gRPC storage proxy (``optuna.storages.run_grpc_proxy_server``).
@@ -33,6 +34,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from hpsearch._util import quiet_experimental
 from hpsearch.errors import StorageError
 from hpsearch.registry import Registry
+from hpsearch.storage.claims import SQLiteClaimStorage
 from hpsearch.storage.internals import check_optuna_version
 from hpsearch.urls import DEFAULT_STORAGE, default_storage_url, mask_secrets, mask_url
 
@@ -166,7 +168,9 @@ def _sqlite(url: str, heartbeat: bool, create: bool = True) -> RDBStorage:
     if path and path != ":memory:":
         _check_sqlite_file(url, Path(path), create)
         _enable_wal(path)
-    storage = _rdb_storage(url, {"connect_args": {"timeout": 60}}, heartbeat)
+    storage = _rdb_storage(
+        url, {"connect_args": {"timeout": 60}}, heartbeat, storage_class=SQLiteClaimStorage
+    )
     _sync_normal(storage)
     return storage
 
@@ -256,13 +260,18 @@ def close_idle_connections() -> None:
         engine.dispose()
 
 
-def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: bool) -> RDBStorage:
+def _rdb_storage(
+    url: str,
+    engine_kwargs: dict[str, Any],
+    heartbeat: bool,
+    storage_class: type[RDBStorage] = RDBStorage,
+) -> RDBStorage:
     """An RDBStorage; on a new database, processes that start together race to create Optuna's
     tables, and the losers try again (they then find the tables)."""
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
             options: Any = _heartbeat_kwargs(heartbeat)
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+            storage = storage_class(url, engine_kwargs=engine_kwargs, **options)
             _ENGINES.add(storage.engine)
             return storage
         except Exception as error:

@@ -284,13 +284,24 @@ class Worker:
         return TrialState.COMPLETE, values, ""
 
     def _tell(self, trial: optuna.Trial, state: TrialState, values: Any) -> FrozenTrial:
-        told = self._storage_call(
-            self.study.tell,
-            trial,
-            values if state == TrialState.COMPLETE else None,
-            state=state,
-            skip_if_finished=True,
-        )
+        try:
+            told = self._storage_call(
+                self.study.tell,
+                trial,
+                values if state == TrialState.COMPLETE else None,
+                state=state,
+                skip_if_finished=True,
+            )
+        except ValueError as error:  # "Cannot tell a WAITING trial."
+            if TrialState.WAITING.name not in str(error):
+                raise
+            # Another worker put it back in the queue (a claim race the store did not
+            # serialise): its next claimant runs it again, this result is dropped.
+            logger.warning("trial %d was put back in the queue by another worker; its "
+                           "result here is dropped and it runs again", trial.number)
+            return self._storage_call(
+                storage_of(self.study).get_trial, trial_id_of(trial)
+            )
         if told.state != state:  # NaN values, or failed as stale by another worker
             logger.warning("trial %d ended %s, not %s", trial.number, told.state.name, state.name)
         return told

@@ -6,6 +6,8 @@ test skips a backend."""
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from hpsearch.storage.capabilities import capabilities_of
 from hpsearch.storage.internals import (
     PUBLIC_ONLY_ENV,
     backend_of,
+    frozen_trial_id,
     public_only,
     storage_of,
     trial_id_of,
@@ -135,6 +138,37 @@ def test_the_budget_counts_complete_and_pruned_as_finished_and_running_as_claime
     assert (counter.count().finished, counter.count().running) == (3, 1)
     assert count_trials(study).claimed == 4
     assert (counter.rdb is not None) == _fast(every_store, "budget_sql_count")
+
+
+def test_every_queued_trial_is_claimed_by_exactly_one_of_several_clients(
+    every_store: str, unique_name: str
+) -> None:
+    """Four clients, each with its own connection, race to pop the same queued trials (as
+    workers' ``study.ask()`` does): each trial goes to one of them. SQLite needs hpsearch's
+    claim lock for that (``hpsearch.storage.claims``); the others are atomic by themselves."""
+    study = _study(every_store, unique_name)
+    for round_number in range(3):  # a race that passes once is not fixed
+        for x in range(12):
+            study.enqueue_trial({"x": x / 12})
+        waiting = study.get_trials(states=[TrialState.WAITING])
+        queued = [frozen_trial_id(study, t) for t in waiting]
+        won: list[list[int]] = []
+
+        def claim(seed: int, queued: list[int] = queued, won: list[list[int]] = won) -> None:
+            storage = open_storage(every_store)
+            order = random.Random(seed).sample(queued, len(queued))
+            ids = [tid for tid in order if storage.set_trial_state_values(tid, TrialState.RUNNING)]
+            won.append(ids)
+
+        threads = [threading.Thread(target=claim, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        claimed = sorted(tid for ids in won for tid in ids)
+        assert claimed == sorted(queued), f"round {round_number}: claims {won}"
+        for tid in queued:
+            storage_of(study).set_trial_state_values(tid, TrialState.FAIL)
 
 
 def test_a_trial_whose_heartbeat_stopped_is_failed_and_retried_where_the_store_beats(

@@ -31,6 +31,7 @@ from hpsearch.objectives import build_objective
 from hpsearch.runner import create_study
 from hpsearch.search_spaces import spec_from_dict
 from hpsearch.storage import open_storage
+from hpsearch.storage.internals import storage_of, trial_id_of
 from hpsearch.tracking import NullTracker
 from hpsearch.workers import BudgetCount, BudgetCounter, Worker, count_trials, run_worker
 
@@ -134,6 +135,19 @@ def test_a_trial_asked_over_budget_is_put_back_in_the_queue(
     assert worker._claim_trial() is None
     states = [t.state for t in worker.study.get_trials()]
     assert states == [TrialState.RUNNING, TrialState.WAITING]
+
+
+def test_a_trial_put_back_in_the_queue_by_another_worker_is_dropped_not_fatal(
+    sqlite_url: str, unique_name: str
+) -> None:
+    """Where a store let two workers pop one queued trial, the one that released it as over
+    budget put it back WAITING while the other ran it: telling it must not end the worker."""
+    worker = _toy_worker(sqlite_url, unique_name, budget=2)
+    trial = worker._claim_trial()
+    assert trial is not None
+    storage_of(worker.study).set_trial_state_values(trial_id_of(trial), TrialState.WAITING)
+    frozen = worker._tell(trial, TrialState.COMPLETE, [0.1, 0.2])
+    assert frozen.state == TrialState.WAITING  # its next claimant runs it again
 
 
 def test_running_trials_of_others_hold_their_slots_until_they_end(
