@@ -11,6 +11,7 @@
 # as on a real GPU node) and 8 CPUs (config_overrides: more array tasks at once than cores).
 # Ports: $HPSEARCH_SLURM_PORT (slurmctld, default 16917) and the next one (slurmd); the
 # system's 6817/6818 are left alone. No cgroup.conf: Debian's 22.05 has no "disabled" plugin.
+# AuthInfo=cred_expire=10: a requeued task waits 11 s, not Slurm's default 121 s, to run again.
 set -euo pipefail
 action="${1:?usage: slurm.sh start|stop DIR}"
 dir="${2:?usage: slurm.sh start|stop DIR}"
@@ -34,6 +35,7 @@ SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 ReturnToService=2

@@ -7,9 +7,10 @@
 - ``grpc://host:port``: Optuna's gRPC storage proxy (``optuna.storages.run_grpc_proxy_server``).
 
 RDB stores get a heartbeat so a trial of a dead worker is failed after the grace period and
-retried with the same params (``RetryHeartbeatStaleTrialCallback``); ``HPSEARCH_HEARTBEAT_S`` and
-``HPSEARCH_GRACE_S`` change the defaults (60 s and 180 s). A PostgreSQL connection lost to a server
-restart is reopened, retrying for up to ``HPSEARCH_RECONNECT_S`` (default 60 s).
+retried with the same params (``retry.RetrySameParams``: Optuna's retry, less the failed run's
+user attrs); ``HPSEARCH_HEARTBEAT_S`` and ``HPSEARCH_GRACE_S`` change the defaults (60 s and
+180 s). A PostgreSQL connection lost to a server restart is reopened, retrying for up to
+``HPSEARCH_RECONNECT_S`` (default 60 s).
 ``serve_grpc_proxy`` runs the gRPC proxy in front of a store. Passwords are masked by ``mask_url``
 wherever a URL is printed or logged.
 """
@@ -29,13 +30,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage
 
 from hpsearch._util import quiet_experimental
 from hpsearch.errors import StorageError
 from hpsearch.registry import Registry
 from hpsearch.storage.claims import SQLiteClaimStorage
 from hpsearch.storage.internals import check_optuna_version
+from hpsearch.storage.retry import RetrySameParams
 from hpsearch.urls import DEFAULT_STORAGE, default_storage_url, mask_secrets, mask_url
 
 Opener = Callable[[str, bool, bool], BaseStorage]  # (url, heartbeat, create) -> store
@@ -154,7 +156,7 @@ def _heartbeat_kwargs(heartbeat: bool) -> dict[str, object]:
     return {
         "heartbeat_interval": interval,
         "grace_period": grace,
-        "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+        "heartbeat_stale_trial_callback": RetrySameParams(max_retry=MAX_RETRY),
     }
 
 

@@ -25,7 +25,6 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch._util import quiet_experimental
@@ -38,6 +37,7 @@ from hpsearch.runner import create_study, make_tracker, with_trial_timeout
 from hpsearch.search_spaces import StudySpec, load_spec
 from hpsearch.storage import MAX_RETRY, default_storage_url, is_transient_error
 from hpsearch.storage.internals import storage_of, trial_id_of
+from hpsearch.storage.retry import RetrySameParams
 from hpsearch.storage.stale import (
     ORPHAN_REASON,
     fail_orphaned_trials,
@@ -415,12 +415,12 @@ class _Heartbeat:
 def retry_callback(study: optuna.Study) -> Callable[[optuna.Study, FrozenTrial], None]:
     """Re-queues a failed trial with the same params (WAITING, popped by the next ask): the
     store's stale-trial callback, so that every retry counts towards its ``max_retry``, else
-    Optuna's ``RetryHeartbeatStaleTrialCallback`` with hpsearch's limit."""
+    ``RetrySameParams`` (Optuna's, less the failed run's user attrs) with hpsearch's limit."""
     storage: Any = storage_of(study)
     getter = getattr(storage, "get_heartbeat_stale_trial_callback", None)
     callback = getter() if getter else None
     with quiet_experimental():
-        retry = callback or RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        retry = callback or RetrySameParams(max_retry=MAX_RETRY)
 
     def call(study: optuna.Study, trial: FrozenTrial) -> None:
         with quiet_experimental():

@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 
 from hpsearch.errors import StorageError
 from hpsearch.storage import (
@@ -47,6 +48,22 @@ def test_rdb_stores_get_a_heartbeat_and_retry_callback(sqlite_url: str) -> None:
     assert isinstance(storage, RDBStorage)
     assert storage.get_heartbeat_interval() is not None
     assert storage.get_heartbeat_stale_trial_callback() is not None
+
+
+def test_a_retry_has_the_same_params_and_none_of_the_failed_runs_attrs(sqlite_url: str) -> None:
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    for key, value in {"worker": {"slot": "slurm:7_1"}, "fail_reason": "worker stopped"}.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=TrialState.FAIL)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    assert retry is not None
+    retry(study, study.trials[0])
+    failed, queued = study.get_trials()
+    assert queued.state == TrialState.WAITING and queued.params == failed.params
+    assert queued.system_attrs["failed_trial"] == 0 and queued.user_attrs == {}
+    assert failed.user_attrs["worker"] == {"slot": "slurm:7_1"}  # the failed run keeps them
 
 
 def test_default_url_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,14 @@ Python function nor the same Python packages on the submitting host as on the no
 - Each task logs to ``LOG_DIR/JOBID_TASK.log`` (appended to when Slurm requeues the task).
 - A task exports ``HPSEARCH_WORKER_SLOT=slurm:JOBID_TASK``: each trial's ``worker`` attr names
   the task that ran it (and ``visible_gpus`` the GPUs it saw).
-- A task killed, preempted or requeued leaves its trial RUNNING with a heartbeat that stops:
-  the other workers fail it after the grace period and queue it again with the same params.
+- A task requeued (``scontrol requeue``, preemption) or cancelled gets SIGTERM first (then
+  SIGKILL after the cluster's ``KillWait``): its worker fails its running trial and queues it
+  again with the same params. Slurm holds a requeued task PENDING until its credential expires
+  (``AuthInfo=cred_expire``, 120 s by default), then runs the script again: a fresh worker
+  joins the study, and its start line in the log shows ``restart N`` (``SLURM_RESTART_COUNT``).
+- A task killed outright (SIGKILL, node lost) leaves its trial RUNNING with a heartbeat that
+  stops: the other workers fail it after the grace period and queue it again with the same
+  params.
 """
 
 from __future__ import annotations
@@ -74,7 +80,8 @@ def sbatch_script(options: SlurmOptions, worker_argv: Sequence[str], env_file: P
         f"set -a; . {shlex.quote(str(env_file))}; set +a",
         f'export HPSEARCH_WORKER_SLOT="{SLOT_PREFIX}{task}"',
         f'echo "hpsearch worker: slurm task {task} on $(hostname),'
-        ' CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-none}"',
+        " CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-none},"
+        ' restart ${SLURM_RESTART_COUNT:-0}"',
         "exec " + shlex.join(worker_argv),
     ]
     return "\n".join(lines) + "\n"
