@@ -2,7 +2,7 @@
 # A one-node Slurm cluster on 127.0.0.1 for the tests of `hpsearch launch --backend slurm`.
 #
 #   .ci/slurm.sh start DIR   install slurm-wlm + munge if missing (root, Debian), write
-#                            DIR/slurm.conf + DIR/gres.conf, start munged (if none runs),
+#                            DIR/slurm.conf + DIR/gres.conf, start a munged of its own,
 #                            slurmctld and slurmd, wait until the node is idle; prints
 #                            SLURM_CONF=DIR/slurm.conf on its last line
 #   .ci/slurm.sh stop DIR    stop what `start DIR` started (by the pids it recorded)
@@ -35,7 +35,7 @@ SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=cred_expire=10
+AuthInfo=cred_expire=10,socket=$dir/munge/munge.socket
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 ReturnToService=2
@@ -66,12 +66,19 @@ EOF
 }
 
 start_munge() {
-    if [ -S /run/munge/munge.socket.2 ] && munge -n </dev/null | unmunge >/dev/null 2>&1; then
-        return 0  # a munged already answers: share it
-    fi
-    mkdir -p /run/munge && chown munge:munge /run/munge
-    runuser -u munge -- /usr/sbin/munged --force
-    pgrep -u munge -n munged >"$dir/munged.pid"
+    # A munged of this cluster's own (socket in DIR/munge, named by AuthInfo above): another
+    # cluster's stop, or the system's munged, never takes this one's authentication away.
+    mkdir -p "$dir/munge" && chmod 0700 "$dir/munge"
+    /usr/sbin/munged --force --socket="$dir/munge/munge.socket" \
+        --pid-file="$dir/munge/munged.pid" --seed-file="$dir/munge/munged.seed" \
+        --log-file="$dir/munge/munged.log"
+    local end=$((SECONDS + deadline_s))
+    until munge -n -S "$dir/munge/munge.socket" </dev/null \
+            | unmunge -S "$dir/munge/munge.socket" >/dev/null 2>&1; do
+        [ $SECONDS -lt $end ] || fail "munged did not answer on $dir/munge/munge.socket"
+        sleep 0.2
+    done
+    cp "$dir/munge/munged.pid" "$dir/munged.pid"
 }
 
 wait_idle() {

@@ -32,6 +32,10 @@ from worker_helpers import (
 WAIT_S = 240.0  # Ray and the workers start in tens of seconds on a loaded 2-core machine
 RAY_PORT = 26380  # outside Ray's default worker port range (10002-19999)
 
+# The session's cluster listens on fixed ports: all of this module's tests run in one xdist
+# worker (`--dist loadgroup`, Makefile), which starts it once.
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

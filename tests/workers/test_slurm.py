@@ -39,6 +39,10 @@ WAIT_S = 180.0  # workers start in seconds, slower on a loaded 2-core machine
 REQUEUES = 2  # scontrol requeue of one task, again and again: a race that passes once is not fixed
 REQUEUE_BUDGET = 36  # trials; 12-15 had finished at the second requeue here: 2x margin
 
+# The session's cluster listens on fixed ports: all of this module's tests run in one xdist
+# worker (`--dist loadgroup`, Makefile), which starts it once.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 
 @pytest.fixture(scope="session")
 def slurm_conf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -89,6 +93,19 @@ def _env(conf: str) -> dict[str, str]:
 def _slurm(conf: str, *argv: str) -> str:
     env = {**os.environ, "SLURM_CONF": conf}
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _job_gone(conf: str, job: str) -> bool:
+    """No task of ``job`` is queued or running (squeue fails with "Invalid job id" once
+    slurmctld has forgotten a finished job: MinJobAge)."""
+    env = {**os.environ, "SLURM_CONF": conf}
+    listed = subprocess.run(
+        ["squeue", "-h", "-j", job], env=env, capture_output=True, text=True, check=False
+    )
+    if listed.returncode != 0:
+        assert "invalid job id" in listed.stderr.lower(), listed.stderr
+        return True
+    return listed.stdout.strip() == ""
 
 
 def _url(postgres_url: str) -> str:
@@ -208,7 +225,7 @@ def test_array_finishes_exactly_n_and_each_trial_names_its_task_and_gpu(
     assert PASSWORD not in shown and "--storage" not in shown and job in shown
     text = log.read_text()
     assert "finished 8/8" in text and "budget met; every task has exited" in text
-    assert _slurm(slurm_conf, "squeue", "-h", "-j", job).strip() == ""
+    assert _job_gone(slurm_conf, job)
 
 
 @pytest.mark.slow
@@ -235,7 +252,7 @@ def test_killed_task_has_its_trial_failed_and_retried_with_the_same_params(
     def study_done() -> bool:
         study = load(postgres_url, unique_name)
         finished = study.get_trials(states=FINISHED)
-        gone = _slurm(slurm_conf, "squeue", "-h", "-j", job).strip() == ""
+        gone = _job_gone(slurm_conf, job)
         return len(finished) >= 6 and gone
 
     wait_for(study_done, WAIT_S, "the study's budget and the array's end", interval=1.0)
@@ -302,7 +319,7 @@ def test_ctrl_c_cancels_the_array_and_leaves_no_trial_running(
     wait_for(lambda: study.get_trials(states=(TrialState.RUNNING,)), WAIT_S, "a running trial")
     launch.send_signal(signal.SIGINT)
     assert launch.wait(timeout=WAIT_S) == 130, log.read_text()
-    assert _slurm(slurm_conf, "squeue", "-h", "-j", job).strip() == ""
+    assert _job_gone(slurm_conf, job)
     trials = load(postgres_url, unique_name).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
