@@ -31,6 +31,11 @@ Loss, as the seed writes it (margins ``guard_margin``, 0.01 by default; ``cos`` 
     L_ac  = mean over context frames c_i of ReLU(m - (cos(y, y+1) - cos(y, c_i)))
     L_res = mean(delta ** 2)          (0 without the residual head)
 
+The hinge margin sets what the guards demand. At the seed's 0.01 they are met as soon as the
+head turns forward, and then cost nothing: val cosine and margin rise together. A margin above
+the one the MSE settles at (~0.12) makes them pull against the MSE, the seed's tension: the head
+ends with a larger margin (val and OOD) and a lower val cosine (the packaged study searches it).
+
 Micro-scheduler: ``lambda_dir``, ``lambda_fut`` and ``lambda_ac`` count only from epoch
 ``guard_start_epoch`` on (before it the loss is MSE + lambda_res * L_res), and from
 ``late_epoch`` (11) ``lambda_fut`` counts ``late_fut_scale`` (1.5) times (the seed's table:

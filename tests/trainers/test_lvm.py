@@ -123,11 +123,18 @@ def test_v3_guards_collapse_a_direct_head_that_copies() -> None:
     assert trainer.run_five_cat().splits["val"].peak_offset == -1
 
 
-def test_p2_residual_head_with_tiny_late_guards_meets_the_final_criterion() -> None:
+@pytest.fixture(scope="module")
+def p2_run() -> tuple[LvmTrainer, list[dict[str, float]]]:
+    return run(P2, 12)
+
+
+def test_p2_residual_head_with_tiny_late_guards_meets_the_final_criterion(
+    p2_run: tuple[LvmTrainer, list[dict[str, float]]],
+) -> None:
     """The seed's P2 at the spec's sizes: no collapse when the guards start at epoch 6, and
     the residual head ends with its peak at k=+1 and the seed's final criterion (>= 4 val
     gates, margin >= 0.10 on val and OOD)."""
-    trainer, history = run(P2, 12)
+    trainer, history = p2_run
     assert history[0]["val_peak_offset"] == -1.0  # it starts as a copy of the last frame
     assert history[5]["val_cosine"] > max(m["val_cosine"] for m in history[:5]) - 0.1
     report = trainer.run_five_cat()
@@ -135,6 +142,22 @@ def test_p2_residual_head_with_tiny_late_guards_meets_the_final_criterion() -> N
     for split in ("val", "ood"):
         assert report.splits[split].peak_offset == 1
         assert report.splits[split].margin >= 0.10
+
+
+def test_a_guard_margin_above_the_mses_buys_margin_for_cosine(
+    p2_run: tuple[LvmTrainer, list[dict[str, float]]],
+) -> None:
+    """The seed's tension between the MSE and the guards, which the study's front spans: with
+    the seed's hinge margin 0.01 P2's guards are met once the head turns forward; a margin of
+    0.25 (directional guard 0.01) pulls past the margin the MSE settles at (~0.12), so the head
+    ends with a larger margin (val and OOD) and a lower val cosine, still feasible."""
+    p2_report = p2_run[0].run_five_cat()
+    pushed, _ = run({**P2, "guard_margin": 0.25, "lambda_dir": 0.01}, 12)
+    report = pushed.run_five_cat()
+    for split in ("val", "ood"):
+        assert report.splits[split].margin >= p2_report.splits[split].margin + 0.05
+    assert report.splits["val"].cosine <= p2_report.splits["val"].cosine - 0.02
+    assert report.splits["val"].gates_passed >= 4 and report.splits["ood"].margin >= 0.10
 
 
 def test_future_guard_steps_up_at_epoch_11() -> None:
@@ -220,9 +243,12 @@ def test_packaged_spec_validates() -> None:
         "lambda_fut",
         "lambda_ac",
         "guard_start_epoch",
-        "residual",
+        "guard_margin",
         "alpha_init",
     }
+    margin = spec.space["guard_margin"]
+    assert margin.low == 0.01 < 0.12 < margin.high  # from the seed's hinge past gate A's margin
+    assert spec.fixed["residual"] is True  # the seed's P2 head: decisive, so fixed
     assert spec.fixed["mse_dims"] == 768 and spec.quick is not None
     assert all(param.default is not None for param in spec.space.values())
 
