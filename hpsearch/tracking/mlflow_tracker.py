@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from hpsearch._util import first_line
 from hpsearch.storage import mask_secrets, mask_url
@@ -140,6 +142,19 @@ class MlflowTracker(Tracker):
         """Run ``write`` (guarded) in the background thread, after what was submitted before."""
         if not self.disabled:
             self._writer.submit(lambda: self._guard(what, write))
+
+    def submit_batch(
+        self,
+        run_id: str,
+        *,
+        metrics: Sequence[Any] = (),
+        params: Sequence[Any] = (),
+        tags: Sequence[Any] = (),
+    ) -> None:
+        """``log_batch`` in the background thread; combined with the run's next batch when
+        both wait in the queue (``_BatchWrite.absorb``)."""
+        if not self.disabled:
+            self._writer.submit(_BatchWrite(self, run_id, list(metrics), list(params), list(tags)))
 
     def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
         """Wait until every queued write is done."""
@@ -276,8 +291,7 @@ class MlflowTracker(Tracker):
         self._open_runs[trial_run.run_id or ""] = trial_run
         if params:
             param_list = _params({key: str(value) for key, value in params.items()})
-            run_id = trial_run.run_id
-            self.submit("log params", lambda: self._log_batch(run_id, params=param_list))
+            self.submit_batch(str(trial_run.run_id), params=param_list)
         return trial_run
 
     def _log_batch(
@@ -329,10 +343,7 @@ class MlflowTrialRun(TrialRun):
             return
         batch, self._pending = self._pending, []
         self._last_flush = time.monotonic()
-        run_id = self.run_id
-        self.tracker.submit(
-            "log_batch", lambda: self.tracker._log_batch(run_id, metrics=batch, tags=extra_tags)
-        )
+        self.tracker.submit_batch(self.run_id, metrics=batch, tags=extra_tags)
 
     def log_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         if self.run_id is None or not events:
@@ -408,12 +419,17 @@ class MlflowTrialRun(TrialRun):
         self.tracker._open_runs.pop(run_id, None)
 
     def _upload(self, run_id: str, artifact_uri: Any, contents: Mapping[str, Any]) -> None:
-        """Every JSON artifact of the trial in one upload of a folder (no run lookup)."""
+        """Every JSON artifact of the trial: written straight into a local artifact folder
+        (MLflow's own layout: files under the run's ``artifact_uri``), otherwise in one upload
+        of a folder (no run lookup)."""
+        local = _local_folder(artifact_uri)
+        if local is not None:
+            _write_json_files(local, contents)
+            return
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         with tempfile.TemporaryDirectory() as folder:
-            for name, content in contents.items():
-                Path(folder, f"{name}.json").write_text(json.dumps(content, indent=1))
+            _write_json_files(Path(folder), contents)
             if artifact_uri:
                 repository = get_artifact_repository(
                     artifact_uri, tracking_uri=self.tracker.tracking_uri
@@ -421,6 +437,54 @@ class MlflowTrialRun(TrialRun):
                 repository.log_artifacts(folder)
             else:
                 self.tracker.client.log_artifacts(run_id, folder)
+
+
+def _local_folder(artifact_uri: Any) -> Path | None:
+    """The folder of a local artifact URI (a path or ``file://``); None for any other."""
+    if not artifact_uri:
+        return None
+    parts = urlsplit(str(artifact_uri))
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        return Path(url2pathname(parts.path))
+    if parts.scheme == "" and str(artifact_uri).startswith("/"):
+        return Path(str(artifact_uri))
+    return None
+
+
+def _write_json_files(folder: Path, contents: Mapping[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in contents.items():
+        (folder / f"{name}.json").write_text(json.dumps(content, indent=1))
+
+
+@dataclass
+class _BatchWrite:
+    """One ``log_batch`` of a run, written in the background thread (guarded)."""
+
+    tracker: MlflowTracker
+    run_id: str
+    metrics: list[Any]
+    params: list[Any]
+    tags: list[Any]
+
+    def __call__(self) -> None:
+        tags = list({tag.key: tag for tag in self.tags}.values())  # the last value of a key
+        params = list({param.key: param for param in self.params}.values())
+        self.tracker._guard(
+            "log_batch",
+            lambda: self.tracker._log_batch(
+                self.run_id, metrics=self.metrics, params=params, tags=tags
+            ),
+        )
+
+    def absorb(self, later: Any) -> bool:
+        """Take the run's next batch when it is queued right after this one."""
+        if not isinstance(later, _BatchWrite) or later.run_id != self.run_id:
+            return False
+        self.metrics += later.metrics
+        self.params += later.params
+        self.tags += later.tags
+        return True
 
 
 class _SummaryRefresher:

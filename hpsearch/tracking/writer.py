@@ -5,18 +5,35 @@ MLflow's own asynchronous mode (``log_batch(..., synchronous=False)``,
 ending a run stay synchronous. hpsearch sends all of a trial's writes but the run's creation
 (its id is stored on the Optuna trial when the trial starts) through this queue, so a trial
 never waits on the tracking store.
+
+When the thread falls behind (trials shorter than their writes), consecutive writes that can
+be combined are: a write with an ``absorb(later) -> bool`` method takes the writes queued right
+after it that it accepts (one ``log_batch`` of a run's params, metrics and tags instead of
+several), so the backlog costs fewer round trips to the store.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 logger = logging.getLogger("hpsearch.tracking")
 Write = Callable[[], None]
+
+
+@runtime_checkable
+class AbsorbingWrite(Protocol):
+    """A write that may take over the one queued right after it."""
+
+    def __call__(self) -> None: ...
+
+    def absorb(self, later: Write) -> bool:
+        """Include ``later`` in this write (True), or leave it queued (False)."""
+        ...
 
 
 class BackgroundWriter:
@@ -24,40 +41,57 @@ class BackgroundWriter:
 
     def __init__(self, name: str = "hpsearch-mlflow") -> None:
         self.name = name
-        self._queue: queue.Queue[Write] = queue.Queue()
+        self._queue: collections.deque[Write] = collections.deque()
+        self._pending = 0  # submitted and not yet done (queued or being written)
+        self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
     def submit(self, write: Write) -> None:
         """Queue ``write``; it must handle its own errors (one that escapes is logged)."""
-        with self._lock:
+        with self._changed:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
-        self._queue.put(write)
+            self._queue.append(write)
+            self._pending += 1
+            self._changed.notify_all()
 
     @property
     def pending(self) -> int:
         """Writes submitted and not yet done."""
-        return self._queue.unfinished_tasks
+        return self._pending
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until every submitted write is done; False if ``timeout_s`` passed first."""
         deadline = time.monotonic() + timeout_s
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
+        with self._changed:
+            while self._pending:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._queue.all_tasks_done.wait(left)
+                self._changed.wait(left)
         return True
+
+    def _next(self) -> tuple[Write, int]:
+        """The next write, with the writes queued after it that it absorbed; their count."""
+        with self._changed:
+            while not self._queue:
+                self._changed.wait()
+            write, taken = self._queue.popleft(), 1
+            if isinstance(write, AbsorbingWrite):
+                while self._queue and write.absorb(self._queue[0]):
+                    self._queue.popleft()
+                    taken += 1
+            return write, taken
 
     def _loop(self) -> None:
         while True:
-            write = self._queue.get()
+            write, taken = self._next()
             try:
                 write()
             except Exception:  # a write must never end the thread
                 logger.exception("a tracking write failed")
             finally:
-                self._queue.task_done()
+                with self._changed:
+                    self._pending -= taken
+                    self._changed.notify_all()
