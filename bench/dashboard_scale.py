@@ -108,9 +108,8 @@ def fake_outcome(number: int, spec: Any, rng: random.Random) -> Any:
     last = outcome.history[-1]
     if draw < 0.25:
         outcome.final_metrics = dict(last)
-        outcome.values = {
-            "val_loss": last["val_loss"],
-            "penalty_reduction_band_distance": max(0.0, 20 - last["kl"]),
+        outcome.values = {  # the spec's objectives, whatever they are named
+            name: last.get(name, rng.uniform(0.0, 30.0)) for name in spec.objective_names
         }
         outcome.report = {
             "per_token": {f"token_{i}": {"kl": rng.random(), "active": i} for i in range(16)}

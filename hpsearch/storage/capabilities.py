@@ -1,7 +1,8 @@
 """What each kind of study store can do: the one place that says a backend lacks a feature.
 
 Every store keeps the same behaviours (create/load, ask/tell, user attributes, rung values,
-budget counting, concurrent workers with unique trial numbers: ``tests/storage`` runs them all
+budget counting, concurrent workers with unique trial numbers, each queued trial claimed by
+one worker (SQLite through ``hpsearch.storage.claims``): ``tests/storage`` runs them all
 against every backend). Some stores do part of it a faster or safer way; where a store cannot,
 it is said here, and hpsearch falls back to a way that works on every store:
 
