@@ -51,7 +51,7 @@ the KL starts near 0 and the ceilings are ~23 / 81 / 137 / 209 nats (means over 
 6.8-10.2x from lr 1e-3 to 5e-3 at each seed; the seed's 15k / 30k / 60k / 100k is 6.7x).
 The drift slows where the noise no longer costs reconstruction (log-variance ~-4, ~2 nats a
 dim): a longer epoch 1 or a faster drift saturates the high lrs first and compresses the
-ratio (batch 28 with this init: ~3.6-4.2x).
+ratio (batch 28 with this init: 2.8-3.6x at seeds 0-2).
 
 The knobs ``squeeze_step`` (the schedule position) and ``squeeze_hold`` (epochs to pause before
 the next step) let the ``kl-ceiling`` rules relax the squeeze: one step back and a pause.
