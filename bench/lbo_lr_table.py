@@ -8,9 +8,13 @@ batches a ceiling fixed at the lr=1e-3 run's value would have put outside the bo
 hard-coded approach), rollbacks through the ceiling in epoch 1 (must be 0: it is open), the
 rollback rate of epoch 2 (the discovered ceiling holds) and of the whole run, and the final
 ceiling, KL and SSIM, and the rule events: each run is judged by the spec's ``kl-ceiling``
-rules as a study trial is (an aborted run's figures are those of its last epoch). Table 2
-repeats this at the sizes the trainer had before issue 10 (hidden 128, latent 8 + 24, batch
-32): there the KL saturates inside epoch 1 and the ceiling is the same at every lr.
+rules as a study trial is (an aborted run's figures are those of its last epoch). The other
+tables repeat this at earlier settings, with PyTorch's default init (``input_init_scale`` 1, no
+``mean_image_bias``) and the floor then (``lower`` 0.5): table 2 at the sizes before issue 10
+(hidden 128, latent 8 + 24, batch 32: the KL saturates inside epoch 1, the ceiling is the same
+at every lr), table 3 at the first fix's (hidden 1024, batch 28: ~3x, an lr-independent ~60-80
+nats arrive in the first steps), table 4 at those sizes with today's init (the high lrs saturate
+in the longer epoch 1).
 
 The cost figure trains the same trainer with ``rollback`` on and off, interleaved epoch by
 epoch in one process, and prints the median epoch time of each and their ratio (target <= 1.2).
@@ -33,7 +37,18 @@ from hpsearch.search_spaces import load_spec
 from hpsearch.trainers.lbo import LboTrainer
 
 LEARNING_RATES = (1e-3, 2e-3, 3e-3, 5e-3)
-PREVIOUS_SIZES = {"core_dim": 8, "detail_dim": 24, "hidden_dim": 128, "batch_size": 32}
+DEFAULT_INIT = {"input_init_scale": 1.0, "mean_image_bias": False, "lower": 0.5}
+EARLIER = (
+    (
+        "Table 2: before issue 10 (hidden 128, latent 8 + 24, batch 32, default init)",
+        {"core_dim": 8, "detail_dim": 24, "hidden_dim": 128, "batch_size": 32, **DEFAULT_INIT},
+    ),
+    (
+        "Table 3: the first fix (hidden 1024, batch 28, default init)",
+        {"batch_size": 28, **DEFAULT_INIT},
+    ),
+    ("Table 4: hidden 1024, batch 28, today's init", {"batch_size": 28}),
+)
 TARGET_RATIO = 1.2
 CPU = torch.device("cpu")
 
@@ -138,6 +153,12 @@ def lr_table(params: dict[str, Any], epochs: int, seeds: int, title: str) -> Non
             f"| {sum(run.at_target for run in group):.0f}/{len(group)} "
             f"| {'; '.join(run.events for run in group)} |"
         )
+    lowest, highest = runs[LEARNING_RATES[0]], runs[LEARNING_RATES[-1]]
+    ratios = [high.ceiling / low.ceiling for low, high in zip(lowest, highest, strict=True)]
+    print(
+        f"ceiling ratio lr {LEARNING_RATES[-1]:g} / lr {LEARNING_RATES[0]:g}, per seed: "
+        + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+    )
     print(
         "squeeze per epoch, seed 0 (ceiling / validation KL of the larger term, both as "
         "fractions of the discovered ceiling):"
@@ -189,12 +210,8 @@ def main() -> None:
         f"torch threads={torch.get_num_threads()}"
     )
     lr_table(params, epochs, args.seeds, "Table 1: packaged spec settings")
-    lr_table(
-        {**params, **PREVIOUS_SIZES},
-        epochs,
-        args.seeds,
-        f"Table 2: the sizes before issue 10 ({PREVIOUS_SIZES})",
-    )
+    for title, overrides in EARLIER:
+        lr_table({**params, **overrides}, epochs, args.seeds, title)
     box_cost(params, epochs, args.repeats)
 
 

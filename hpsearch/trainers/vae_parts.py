@@ -80,6 +80,30 @@ class MlpVae(nn.Module):
         return self.decode(z), mu, logvar
 
 
+def scale_input_layer(model: MlpVae, factor: float) -> None:
+    """Multiply the encoder's input layer (weights and bias) by ``factor``: with a small
+    factor the hidden features start nearly input-independent, so the posterior means spread
+    only as fast as training grows those features (the ``lbo`` trainer's initialisation)."""
+    first = model.encoder[0]
+    if not isinstance(first, nn.Linear):
+        raise TypeError(f"encoder[0] is {type(first).__name__}, not Linear")
+    with torch.no_grad():
+        first.weight.mul_(factor)
+        first.bias.mul_(factor)
+
+
+def set_output_bias_to_mean(model: MlpVae, images: torch.Tensor) -> None:
+    """Set the decoder's output bias to the logit of the mean pixel of ``images``, so the
+    untrained decoder already predicts the mean image (clamped to [1e-3, 1 - 1e-3] per pixel:
+    a pixel that is always 0 gets a finite logit)."""
+    last = model.decoder[-1]
+    if not isinstance(last, nn.Linear):
+        raise TypeError(f"decoder[-1] is {type(last).__name__}, not Linear")
+    mean = images.mean(dim=0).clamp(1e-3, 1.0 - 1e-3)
+    with torch.no_grad():
+        last.bias.copy_(torch.logit(mean))
+
+
 def recon_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Bernoulli negative log-likelihood per image (summed over pixels, mean over the batch)."""
     per_pixel = functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
