@@ -46,7 +46,7 @@ lint: dev
 	$(BIN)/mypy
 
 test: dev lint
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 bench: dev
 	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done

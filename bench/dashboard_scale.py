@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 STUDY = "vae-10k"
+PAGE_TIMEOUT_S = 120  # a page not visible by then is printed as nan (slower than this)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -326,6 +327,7 @@ def command_time(code: Path, side: str, *args: str) -> float:
         timeout=600,
     )
     elapsed = time.perf_counter() - started
+    print(f"  hpsearch {' '.join(args)} ({side}): {elapsed:.2f} s", flush=True)
     if result.returncode != 0:
         raise RuntimeError(f"hpsearch {' '.join(args)} ({side}): {result.stderr[-500:]}")
     return elapsed
@@ -379,7 +381,7 @@ def page_times(code: Path, side: str) -> dict[str, float]:
                 executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
             )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(300_000)
+            page.set_default_timeout(PAGE_TIMEOUT_S * 1000)
             for round_name in ("cold", "warm"):
                 times[f"study list ({round_name})"] = timed(
                     page, f"{base}/dashboard", lambda p: p.get_by_text(STUDY).first.wait_for()
@@ -397,7 +399,11 @@ def page_times(code: Path, side: str) -> dict[str, float]:
             browser.close()
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # still busy with a huge request
+            server.kill()
+            server.wait()
     return times
 
 
@@ -411,7 +417,9 @@ def timed(page: Any, url: str, visible: Any) -> float:
     except Exception as error:
         print(f"  {url}: not visible ({str(error).splitlines()[0]})", flush=True)
         return float("nan")
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    print(f"  {url}: {seconds:.2f} s", flush=True)
+    return seconds
 
 
 def main() -> None:

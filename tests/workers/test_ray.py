@@ -32,9 +32,9 @@ from worker_helpers import (
 WAIT_S = 240.0  # Ray and the workers start in tens of seconds on a loaded 2-core machine
 RAY_PORT = 26380  # outside Ray's default worker port range (10002-19999)
 
-# The session's cluster listens on fixed ports: all of this module's tests run in one xdist
-# worker (`--dist loadgroup`, Makefile), which starts it once.
-pytestmark = pytest.mark.xdist_group("ray")
+# The session's cluster listens on fixed ports: all of this module's tests must run in one
+# xdist worker, which starts it once: the suite runs with `--dist loadfile` (Makefile).
+# (`--dist loadgroup` with xdist_group marks groups nothing on pytest 9.2: pytest-xdist#1386.)
 
 
 @pytest.fixture(scope="session")
