@@ -23,6 +23,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -127,11 +128,11 @@ def trials_in_states(
     """The study's trials in ``states``, not copied. Optuna's trial cache (which wraps RDB
     stores) reads every trial of the study and filters afterwards; the SQL store below it
     filters in SQL, so a read of the 2,500 COMPLETE trials of a 10,000-trial study reads only
-    those. Public fallback: ``study.get_trials``."""
-    if public_only():
+    those. Other stores, or public API only: ``study.get_trials``."""
+    rdb = rdb_of(storage_of(study))
+    if rdb is None:
         return study.get_trials(deepcopy=False, states=states)
-    backend = backend_of(storage_of(study))
-    return backend.get_all_trials(study_id_of(study), deepcopy=False, states=states)
+    return rdb.get_all_trials(study_id_of(study), deepcopy=False, states=states)
 
 
 # -- writes ---------------------------------------------------------------------------------
@@ -262,6 +263,75 @@ def trial_states_above(
     with _session(storage) as session:
         rows = session.query(trial.trial_id, trial.state).filter(where)
         return [(trial_id, state) for trial_id, state in rows.order_by(trial.trial_id).all()]
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    """What ranking a COMPLETE trial needs: its ids, objective values and constraints."""
+
+    trial_id: int
+    number: int
+    values: tuple[float, ...]
+    constraints: dict[str, float]
+
+
+def complete_trial_points(study: optuna.Study) -> list[TrialPoint] | None:
+    """The values and constraints of the study's COMPLETE trials, read by three SQL queries
+    that leave every other attribute unread (a 10,000-trial study's trials carry megabytes of
+    them); None on stores that are not SQL, or public API only (the caller reads the trials)."""
+    storage = rdb_of(storage_of(study))
+    read_constraints = _constraints_reader()
+    if storage is None or read_constraints is None:
+        return None
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    trial, value, attr = models.TrialModel, models.TrialValueModel, models.TrialSystemAttributeModel
+    complete = (trial.study_id == study_id_of(study), trial.state == TrialState.COMPLETE)
+    with _session(storage) as session:
+        numbers = dict(session.query(trial.trial_id, trial.number).filter(*complete).all())
+        value_rows = (
+            session.query(value.trial_id, value.objective, value.value, value.value_type)
+            .join(trial, trial.trial_id == value.trial_id)
+            .filter(*complete)
+            .all()
+        )
+        attr_rows = (
+            session.query(attr.trial_id, attr.key, attr.value_json)
+            .join(trial, trial.trial_id == attr.trial_id)
+            .filter(*complete, (attr.key == "constraints") | attr.key.like("constraints:%"))
+            .all()
+        )
+    values: dict[int, dict[int, float]] = {trial_id: {} for trial_id in numbers}
+    for trial_id, objective, stored, kind in value_rows:
+        values[trial_id][objective] = value.stored_repr_to_value(stored, kind)
+    attrs: dict[int, dict[str, Any]] = {trial_id: {} for trial_id in numbers}
+    for trial_id, key, value_json in attr_rows:
+        attrs[trial_id][key] = json.loads(value_json)
+    return [
+        TrialPoint(
+            trial_id,
+            number,
+            tuple(values[trial_id][k] for k in sorted(values[trial_id])),
+            dict(read_constraints(attrs[trial_id])),
+        )
+        for trial_id, number in sorted(numbers.items(), key=lambda item: item[1])
+    ]
+
+
+def _constraints_reader() -> Any:
+    """Optuna's reader of a trial's constraints from its system attrs (what
+    ``FrozenTrial.constraints`` returns), or None where Optuna moved it."""
+    try:
+        from optuna.study._constrained_optimization import _get_constraints_from_system_attrs
+    except ImportError:
+        return None
+    return _get_constraints_from_system_attrs
+
+
+def trial_by_id(study: optuna.Study, trial_id: int) -> FrozenTrial:
+    """One trial of the study by storage id, read alone."""
+    return storage_of(study).get_trial(trial_id)
 
 
 def stale_trial_ids(storage: BaseStorage, study_id: int) -> list[int] | None:

@@ -171,6 +171,38 @@ def test_every_queued_trial_is_claimed_by_exactly_one_of_several_clients(
             storage_of(study).set_trial_state_values(tid, TrialState.FAIL)
 
 
+def test_best_configs_are_optunas_feasible_front_read_from_values_only(
+    every_store: str, unique_name: str
+) -> None:
+    """``best_configs`` finds the front from the COMPLETE trials' values and constraints by SQL
+    where it can: the same trials as Optuna's ``best_trials`` (feasible, non-dominated), with
+    pruned, failed, infeasible and infinite-valued trials among them."""
+    from hpsearch.query import best_configs
+
+    storage = open_storage(every_store)
+    study = optuna.create_study(
+        storage=storage, study_name=unique_name, directions=["minimize", "maximize"]
+    )
+    study.set_metric_names(["loss", "score"])
+    rng = random.Random(7)
+    for number in range(40):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if number % 7 == 3:
+            study.tell(trial, state=TrialState.PRUNED if number % 2 else TrialState.FAIL)
+            continue
+        violation = rng.uniform(-1.0, 0.5)  # a third infeasible
+        storage.set_trial_system_attr(trial_id_of(trial), "constraints", [violation, -0.1])
+        loss = float("inf") if number == 5 else x + rng.random()
+        study.tell(trial, [loss, rng.random() * (1 - x)])
+    expected = sorted(t.number for t in study.best_trials)
+    assert len(expected) >= 2
+    assert [config.trial_number for config in best_configs(unique_name, every_store)] == expected
+    top = best_configs(unique_name, every_store, top=2)
+    assert [config.trial_number for config in top] == expected[:2]
+    assert all(config.values.keys() == {"loss", "score"} for config in top)
+
+
 def test_a_trial_whose_heartbeat_stopped_is_failed_and_retried_where_the_store_beats(
     every_store: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
