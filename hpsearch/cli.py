@@ -826,8 +826,34 @@ class Terminated(BaseException):
     """SIGTERM outside a trial loop (which handles it itself): stop, one line, exit 143."""
 
 
+_STOP_SIGNALS = {KeyboardInterrupt: signal.SIGINT, Terminated: signal.SIGTERM}
+
+
 def _on_sigterm(_signum: int, _frame: Any) -> None:
     raise Terminated()
+
+
+def deliver_swallowed_stops() -> None:
+    """A Ctrl-C (KeyboardInterrupt) or SIGTERM (``Terminated``) that lands while Python runs a
+    callback (a weakref callback, a ``__del__``) is printed as "Exception ignored" and dropped
+    there: the command would go on as if never stopped (seen once: a worker signalled during
+    its start-up ran trials until killed). Such a stop is sent again, once the callback has
+    returned, so that it lands in the command's own code. Main thread, whole process."""
+    previous = sys.unraisablehook
+    if getattr(previous, "delivers_stops", False):
+        return  # installed by an earlier ``main`` of this process
+
+    def hook(unraisable: Any) -> None:
+        signum = _STOP_SIGNALS.get(type(unraisable.exc_value))
+        if signum is None:
+            previous(unraisable)
+            return
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        again.daemon = True
+        again.start()
+
+    hook.delivers_stops = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def error_line(text: str) -> str:
@@ -844,6 +870,7 @@ def main(argv: list[str] | None = None) -> None:
     never left RUNNING)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        deliver_swallowed_stops()
     try:
         code = cli.main(args=argv, prog_name="hpsearch", standalone_mode=False)
     except HpsearchError as error:

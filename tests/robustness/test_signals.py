@@ -247,3 +247,33 @@ def _fail_reasons(attempt: Attempt) -> list[str]:
         return []
     trials = optuna.load_study(study_name="toy", storage=storage).get_trials(deepcopy=False)
     return [t.user_attrs.get("fail_reason", "") for t in trials if t.state == TrialState.FAIL]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_swallowed_in_a_callback_is_sent_again(
+    signum: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python drops a KeyboardInterrupt / Terminated raised inside a weakref callback or a
+    ``__del__`` ("Exception ignored"): ``main`` makes the process send itself the signal again
+    (a worker signalled during start-up ran trials until killed, once in a suite run)."""
+    from types import SimpleNamespace
+
+    from hpsearch.cli import Terminated, deliver_swallowed_stops
+
+    others: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", others.append)  # restored after the test
+    deliver_swallowed_stops()
+    deliver_swallowed_stops()  # once per process, whatever the number of calls
+    received: list[int] = []
+    previous = signal.signal(signum, lambda number, _frame: received.append(number))
+    try:
+        swallowed = KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+        sys.unraisablehook(SimpleNamespace(exc_value=swallowed))
+        deadline = time.monotonic() + 30.0  # polled: the timer thread may start late
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert received == [signum]
+        sys.unraisablehook(SimpleNamespace(exc_value=ValueError("other")))
+        assert len(others) == 1  # anything else goes to the hook that was there before
+    finally:
+        signal.signal(signum, previous)
