@@ -39,3 +39,14 @@ def quiet_experimental() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
+
+
+def lazy_attribute(package: str, homes: dict[str, str], name: str) -> Any:
+    """A package's ``__getattr__`` (PEP 562): ``name`` from its module ``package.homes[name]``,
+    imported on first use, so that heavy imports wait until a name that needs them is used."""
+    import importlib
+
+    home = homes.get(name)
+    if home is None:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{package}.{home}"), name)

@@ -6,8 +6,9 @@ The tensor metrics are imported on first use (they bring torch), so that ``metri
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from hpsearch._util import lazy_attribute
 
 if TYPE_CHECKING:
     from hpsearch.metrics.convergence import convergence_rate, per_token_mse
@@ -22,10 +23,7 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    return lazy_attribute(__name__, _HOMES, name)
 
 
 __all__ = ["convergence_rate", "effective_rank", "effective_rank_ratio", "per_token_mse"]

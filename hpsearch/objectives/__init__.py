@@ -7,8 +7,9 @@ studies`` and ``best`` need their constants only.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from hpsearch._util import lazy_attribute
 
 if TYPE_CHECKING:
     from hpsearch.objectives.execute import execute_trial, pick_device
@@ -32,10 +33,7 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    return lazy_attribute(__name__, _HOMES, name)
 
 
 __all__ = [
