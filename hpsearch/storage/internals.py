@@ -178,7 +178,7 @@ def upsert_trial_attrs(trial: optuna.Trial, attrs: Mapping[str, Any], *, system:
     )
     with _create_scoped_session(rdb.scoped_session, True) as session:
         stored = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        rdb.check_trial_is_updatable(trial_id, stored.state)  # type: ignore[arg-type]
+        rdb.check_trial_is_updatable(trial_id, stored.state)  # type: ignore[arg-type, unused-ignore]
         session.execute(upsert)
     return True
 
