@@ -6,7 +6,8 @@ find RUNNING trials that never recorded a heartbeat). Every such use is in this 
 nowhere else (a test greps the package for private Optuna names).
 
 Contract:
-- Written for Optuna ``WRITTEN_FOR``; ``check_optuna_version()`` (called when a store is
+- Written for Optuna 5.0 and checked with every version in ``TESTED_WITH`` (the whole suite,
+  with and without the fallbacks below); ``check_optuna_version()`` (called when a store is
   opened) logs one warning if another major.minor version is installed.
 - Each function with a public-API fallback takes it when the private name is missing (an
   Optuna upgrade that moves it), or always when ``HPSEARCH_OPTUNA_PUBLIC_ONLY=1`` (the test
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial, TrialState
 
 logger = logging.getLogger("hpsearch.storage")
-WRITTEN_FOR = (5, 0)
+TESTED_WITH = ((5, 0), (5, 1))
 PUBLIC_ONLY_ENV = "HPSEARCH_OPTUNA_PUBLIC_ONLY"
 # Optuna logs a failed trial's traceback on this logger (hpsearch filters it to one line).
 OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"
@@ -45,18 +46,18 @@ def public_only() -> bool:
 
 
 def check_optuna_version() -> None:
-    """One warning when the installed Optuna is not the major.minor this wall was written for."""
+    """One warning when the installed Optuna's major.minor is not one this wall was tested with."""
     global _warned_version
     import optuna
 
     installed = tuple(int(part) for part in optuna.__version__.split(".")[:2])
-    if installed != WRITTEN_FOR and not _warned_version:
+    if installed not in TESTED_WITH and not _warned_version:
         _warned_version = True
         logger.warning(
-            "Optuna %s is installed; hpsearch's storage shortcuts were written for %d.%d (it "
+            "Optuna %s is installed; hpsearch's storage shortcuts were tested with %s (it "
             "falls back to the public API where a private name moved)",
             optuna.__version__,
-            *WRITTEN_FOR,
+            ", ".join(f"{major}.{minor}" for major, minor in TESTED_WITH),
         )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import json
 import logging
 import math
 import os
@@ -31,14 +30,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from hpsearch._util import first_line
 from hpsearch.storage import mask_secrets, mask_url
 from hpsearch.tracking import study_run
 from hpsearch.tracking.base import DEFAULT_TRACKING_URI, Tracker, TrialRun
+from hpsearch.tracking.operations import MetricTuple, Operation, Pair, log_batch
 from hpsearch.tracking.writer import BackgroundWriter
+from hpsearch.tracking.writer_process import WriterProcess
 
 logger = logging.getLogger("hpsearch.tracking")
 T = TypeVar("T")
@@ -47,8 +46,8 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 INTERRUPTED_STATUS = "KILLED"
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
-BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-call limits
 DRAIN_TIMEOUT_S = 120.0
+WRITER_ENV = "HPSEARCH_MLFLOW_WRITER"  # "process" (the default) or "thread"
 
 
 def tracking_uri_from_env() -> str:
@@ -104,6 +103,7 @@ class MlflowTracker(Tracker):
         *,
         flush_interval_s: float = 5.0,
         refresh_interval_s: float = 10.0,
+        writer: str | None = None,
     ) -> None:
         # Fail fast on a dead server instead of MLflow's minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -118,10 +118,18 @@ class MlflowTracker(Tracker):
         self._open_runs: dict[str, MlflowTrialRun] = {}
         self._writer = BackgroundWriter()  # the trials' writes, in order
         self._summary_writer = BackgroundWriter("hpsearch-mlflow-summary")  # never delays them
+        self._process = self._writer_process(writer or os.environ.get(WRITER_ENV) or "process")
         self._summary = _SummaryRefresher(self)
         atexit.register(self._drain_at_exit)
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _writer_process(self, kind: str) -> WriterProcess | None:
+        """Where the trials' writes are applied: a child process (``writer_process.py``), or
+        this process's writer thread."""
+        if kind not in ("process", "thread"):
+            raise ValueError(f"{WRITER_ENV}={kind!r}: use 'process' or 'thread'")
+        return WriterProcess(self.tracking_uri, self._turn_off) if kind == "process" else None
 
     def _guard(self, what: str, call: Callable[[], T]) -> T | None:
         if self.disabled:
@@ -129,32 +137,54 @@ class MlflowTracker(Tracker):
         try:
             return call()
         except Exception as error:  # tracking must never fail a trial
-            self.disabled = True
-            logger.warning(
-                "MLflow tracking at %s is off for this process: %s failed (%s)",
-                mask_url(self.tracking_uri),
-                what,
-                first_line(mask_secrets(str(error), self.tracking_uri)) or type(error).__name__,
-            )
+            self._turn_off(what, str(error) or type(error).__name__)
             return None
+
+    def _turn_off(self, what: str, error: str) -> None:
+        """A write failed: one warning, then no more tracking in this process."""
+        if self.disabled:
+            return
+        self.disabled = True
+        logger.warning(
+            "MLflow tracking at %s is off for this process: %s failed (%s)",
+            mask_url(self.tracking_uri),
+            what,
+            first_line(mask_secrets(error, self.tracking_uri)) or "no message",
+        )
 
     def submit(self, what: str, write: Callable[[], None]) -> None:
         """Run ``write`` (guarded) in the background thread, after what was submitted before."""
         if not self.disabled:
             self._writer.submit(lambda: self._guard(what, write))
 
+    def submit_operation(self, operation: Operation) -> None:
+        """Apply ``operation`` after what was submitted before: in the writer process, or in
+        the background thread. A ``log_batch`` is combined with the run's next one when both
+        wait in a queue (``Operation.absorb``)."""
+        if not self.disabled:
+            self._writer.submit(_OperationWrite(self, operation))
+
     def submit_batch(
         self,
         run_id: str,
         *,
-        metrics: Sequence[Any] = (),
-        params: Sequence[Any] = (),
-        tags: Sequence[Any] = (),
+        metrics: Sequence[MetricTuple] = (),
+        params: Sequence[Pair] = (),
+        tags: Sequence[Pair] = (),
     ) -> None:
-        """``log_batch`` in the background thread; combined with the run's next batch when
-        both wait in the queue (``_BatchWrite.absorb``)."""
-        if not self.disabled:
-            self._writer.submit(_BatchWrite(self, run_id, list(metrics), list(params), list(tags)))
+        """``log_batch`` of ``(key, value, timestamp_ms, step)`` metrics and ``(key, value)``
+        params and tags, in the background."""
+        self.submit_operation(
+            Operation(
+                "log_batch", run_id, metrics=list(metrics), params=list(params), tags=list(tags)
+            )
+        )
+
+    def _apply(self, operation: Operation) -> None:
+        """In the writer thread: send ``operation`` to the writer process, or apply it here
+        when there is none."""
+        if self._process is None or not self._process.send(operation):
+            self._guard(operation.what, lambda: operation.apply(self.client, self.tracking_uri))
 
     def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
         """Wait until every queued write is done."""
@@ -163,6 +193,8 @@ class MlflowTracker(Tracker):
             writer.drain(max(0.0, deadline - time.monotonic()))
             for writer in (self._writer, self._summary_writer)
         )
+        if done and self._process is not None:
+            done = self._process.sync(max(0.0, deadline - time.monotonic()))
         if not done:
             logger.warning(
                 "MLflow at %s: %d write(s) still pending after %.0f s; giving up on them",
@@ -175,6 +207,8 @@ class MlflowTracker(Tracker):
     def _drain_at_exit(self) -> None:
         if self._writer.pending or self._summary_writer.pending:
             self.drain()
+        if self._process is not None:
+            self._process.close(DRAIN_TIMEOUT_S)
 
     @property
     def client(self) -> Any:
@@ -205,7 +239,10 @@ class MlflowTracker(Tracker):
 
     def open_study(self, study: Any, spec: Any) -> None:
         """Find or create the study's parent run, mark it RUNNING, log the spec on it, and
-        refresh its summary as trials end."""
+        refresh its summary as trials end. The writer process starts first, so its start-up
+        overlaps this process's own."""
+        if self._process is not None and not self.disabled:
+            self._process.start()
         record = self._guard(
             "find the study's run", lambda: self.study_record(study.study_name, spec)
         )
@@ -245,6 +282,8 @@ class MlflowTracker(Tracker):
                 )
             )
         self.drain()
+        if self._process is not None:  # the study's writes are done: let the process go
+            self._process.close(DRAIN_TIMEOUT_S)
 
     def _end_parent(self, study: Any, record: StudyRecord, interrupted: str | None) -> None:
         import optuna
@@ -298,16 +337,12 @@ class MlflowTracker(Tracker):
         self,
         run_id: Any,
         *,
-        metrics: Sequence[Any] = (),
-        params: Sequence[Any] = (),
-        tags: Sequence[Any] = (),
+        metrics: Sequence[MetricTuple] = (),
+        params: Sequence[Pair] = (),
+        tags: Sequence[Pair] = (),
     ) -> None:
-        """``log_batch`` in chunks within MLflow's per-call limits."""
-        kinds = {"metrics": list(metrics), "params": list(params), "tags": list(tags)}
-        while any(kinds.values()):
-            chunk = {kind: items[: BATCH_LIMITS[kind]] for kind, items in kinds.items()}
-            kinds = {kind: items[BATCH_LIMITS[kind] :] for kind, items in kinds.items()}
-            self.client.log_batch(run_id, **chunk)
+        """``log_batch`` here and now, in chunks within MLflow's per-call limits."""
+        log_batch(self.client, run_id, metrics=metrics, params=params, tags=tags)
 
     def _run_ended(self, run_id: str) -> None:
         self._open_runs.pop(run_id, None)
@@ -321,7 +356,7 @@ class MlflowTrialRun(TrialRun):
         self.tracker = tracker
         self.run_id = run_id
         self.artifact_uri = artifact_uri
-        self._pending: list[Any] = []
+        self._pending: list[MetricTuple] = []
         self._last_flush = time.monotonic()
         self._closed = False
         self._lock = threading.Lock()
@@ -329,16 +364,12 @@ class MlflowTrialRun(TrialRun):
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         if self.run_id is None:
             return
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self._pending.extend(
-            Metric(key, _finite(value), now, epoch) for key, value in metrics.items()
-        )
+        self._pending.extend((key, _finite(value), now, epoch) for key, value in metrics.items())
         if time.monotonic() - self._last_flush >= self.tracker.flush_interval_s:
             self._flush()
 
-    def _flush(self, extra_tags: Sequence[Any] = ()) -> None:
+    def _flush(self, extra_tags: Sequence[Pair] = ()) -> None:
         if self.run_id is None or not (self._pending or extra_tags):
             return
         batch, self._pending = self._pending, []
@@ -348,10 +379,11 @@ class MlflowTrialRun(TrialRun):
     def log_events(self, events: Sequence[Mapping[str, Any]]) -> None:
         if self.run_id is None or not events:
             return
-        run_id, content = self.run_id, [dict(event) for event in events]
-        self.tracker.submit(
-            "log rule events",
-            lambda: self.tracker.client.log_dict(run_id, content, "rule_events.json"),
+        content = {"rule_events": [dict(event) for event in events]}
+        self.tracker.submit_operation(
+            Operation(
+                "write_artifacts", self.run_id, artifact_uri=self.artifact_uri, contents=content
+            )
         )
 
     def finish(
@@ -368,31 +400,34 @@ class MlflowTrialRun(TrialRun):
             if self.run_id is None or self._closed:
                 return
             self._closed = True
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self._pending += [
-            Metric(f"final_{k}", _finite(v), now, 0) for k, v in final_metrics.items()
-        ]
-        self._pending += [
-            Metric(f"objective_{k}", _finite(v), now, 0) for k, v in (values or {}).items()
-        ]
+        self._pending += [(f"final_{k}", _finite(v), now, 0) for k, v in final_metrics.items()]
+        self._pending += [(f"objective_{k}", _finite(v), now, 0) for k, v in (values or {}).items()]
         tags = {"state": state, "feasible": _feasible_tag(state, feasible)}
         if reason:
             tags["stop_reason"] = reason[:MAX_TAG_LENGTH]
         tags[study_run.NOTE_TAG] = _run_note(state, reason, feasible)
         self._flush(_tags(tags))
-        run_id, artifact_uri = self.run_id, self.artifact_uri
-        contents = dict(artifacts)
-        if contents:
-            self.tracker.submit(
-                "log artifacts", lambda: self._upload(run_id, artifact_uri, contents)
+        run_id = self.run_id
+        if artifacts:
+            self.tracker.submit_operation(
+                Operation(
+                    "write_artifacts",
+                    run_id,
+                    artifact_uri=self.artifact_uri,
+                    contents=dict(artifacts),
+                )
             )
-        status, ended = RUN_STATUS.get(state, "FINISHED"), int(time.time() * 1000)
-        self.tracker.submit(
-            "end run", lambda: self.tracker.client.set_terminated(run_id, status, ended)
-        )
+        self._end(RUN_STATUS.get(state, "FINISHED"))
         self.tracker._run_ended(run_id)
+
+    def _end(self, status: str) -> None:
+        assert self.run_id is not None
+        self.tracker.submit_operation(
+            Operation(
+                "set_terminated", self.run_id, status=status, end_time=int(time.time() * 1000)
+            )
+        )
 
     def interrupt(self, reason: str) -> None:
         """End a run its trial never finished (Ctrl-C, SIGTERM): KILLED, with the reason."""
@@ -411,80 +446,23 @@ class MlflowTrialRun(TrialRun):
                 }
             )
         )
-        run_id, ended = self.run_id, int(time.time() * 1000)
-        self.tracker.submit(
-            "end run",
-            lambda: self.tracker.client.set_terminated(run_id, INTERRUPTED_STATUS, ended),
-        )
-        self.tracker._open_runs.pop(run_id, None)
-
-    def _upload(self, run_id: str, artifact_uri: Any, contents: Mapping[str, Any]) -> None:
-        """Every JSON artifact of the trial: written straight into a local artifact folder
-        (MLflow's own layout: files under the run's ``artifact_uri``), otherwise in one upload
-        of a folder (no run lookup)."""
-        local = _local_folder(artifact_uri)
-        if local is not None:
-            _write_json_files(local, contents)
-            return
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        with tempfile.TemporaryDirectory() as folder:
-            _write_json_files(Path(folder), contents)
-            if artifact_uri:
-                repository = get_artifact_repository(
-                    artifact_uri, tracking_uri=self.tracker.tracking_uri
-                )
-                repository.log_artifacts(folder)
-            else:
-                self.tracker.client.log_artifacts(run_id, folder)
-
-
-def _local_folder(artifact_uri: Any) -> Path | None:
-    """The folder of a local artifact URI (a path or ``file://``); None for any other."""
-    if not artifact_uri:
-        return None
-    parts = urlsplit(str(artifact_uri))
-    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-        return Path(url2pathname(parts.path))
-    if parts.scheme == "" and str(artifact_uri).startswith("/"):
-        return Path(str(artifact_uri))
-    return None
-
-
-def _write_json_files(folder: Path, contents: Mapping[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in contents.items():
-        (folder / f"{name}.json").write_text(json.dumps(content, indent=1))
+        self._end(INTERRUPTED_STATUS)
+        self.tracker._open_runs.pop(self.run_id, None)
 
 
 @dataclass
-class _BatchWrite:
-    """One ``log_batch`` of a run, written in the background thread (guarded)."""
+class _OperationWrite:
+    """An operation queued in the tracker's writer thread."""
 
     tracker: MlflowTracker
-    run_id: str
-    metrics: list[Any]
-    params: list[Any]
-    tags: list[Any]
+    operation: Operation
 
     def __call__(self) -> None:
-        tags = list({tag.key: tag for tag in self.tags}.values())  # the last value of a key
-        params = list({param.key: param for param in self.params}.values())
-        self.tracker._guard(
-            "log_batch",
-            lambda: self.tracker._log_batch(
-                self.run_id, metrics=self.metrics, params=params, tags=tags
-            ),
-        )
+        self.tracker._apply(self.operation)
 
     def absorb(self, later: Any) -> bool:
         """Take the run's next batch when it is queued right after this one."""
-        if not isinstance(later, _BatchWrite) or later.run_id != self.run_id:
-            return False
-        self.metrics += later.metrics
-        self.params += later.params
-        self.tags += later.tags
-        return True
+        return isinstance(later, _OperationWrite) and self.operation.absorb(later.operation)
 
 
 class _SummaryRefresher:
@@ -505,7 +483,10 @@ class _SummaryRefresher:
         self._warned = False
 
     def watch(self, study: Any, spec: Any, record: StudyRecord) -> None:
+        """Refresh ``study``'s summary from now on: the first one after ``refresh_interval_s``
+        (a plot of the first trial alone is not worth drawing), the last at ``close_study``."""
         self.study, self.spec, self.record = study, spec, record
+        self._next = time.monotonic() + self.tracker.refresh_interval_s
 
     def maybe_refresh(self) -> None:
         if self.study is None or self._queued or time.monotonic() < self._next:
@@ -536,15 +517,13 @@ class _SummaryRefresher:
             self._next = time.monotonic() + max(self.tracker.refresh_interval_s, 20 * duration)
 
     def _write_summary(self, trials: list[Any]) -> None:
-        from mlflow.entities import Metric
-
         assert self.record is not None
         study = self.study
         names = list(study.metric_names or [f"value_{i}" for i in range(len(study.directions))])
         now = int(time.time() * 1000)
         finished = sum(1 for trial in trials if trial.state.is_finished())
-        metrics = [
-            Metric(key, _finite(value), now, finished)
+        metrics: list[MetricTuple] = [
+            (key, _finite(value), now, finished)
             for key, value in study_run.summary_metrics(
                 trials, names, list(study.directions)
             ).items()
@@ -552,7 +531,7 @@ class _SummaryRefresher:
         for number, volume in study_run.hypervolume_points(trials):
             if number not in self._logged_volumes:
                 self._logged_volumes.add(number)
-                metrics.append(Metric("study_hypervolume", volume, now, number))
+                metrics.append(("study_hypervolume", volume, now, number))
         description = study_run.parent_description(study, self.spec, trials)
         self.tracker._log_batch(
             self.record.parent_run_id,
@@ -580,16 +559,12 @@ class _SummaryRefresher:
         self._plots_digest = digest
 
 
-def _params(values: Mapping[str, Any]) -> list[Any]:
-    from mlflow.entities import Param
-
-    return [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in values.items()]
+def _params(values: Mapping[str, Any]) -> list[Pair]:
+    return [(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in values.items()]
 
 
-def _tags(values: Mapping[str, str]) -> list[Any]:
-    from mlflow.entities import RunTag
-
-    return [RunTag(key, value) for key, value in values.items()]
+def _tags(values: Mapping[str, str]) -> list[Pair]:
+    return [(key, value) for key, value in values.items()]
 
 
 def _feasible_tag(state: str, feasible: bool | None) -> str:

@@ -1,5 +1,5 @@
 """Optuna's private internals stay behind one wall (``hpsearch.storage.internals``), the wall
-checks the Optuna version it was written for, and the rung side table migrates."""
+checks the Optuna versions it was tested with, and the rung side table migrates."""
 
 from __future__ import annotations
 
