@@ -137,3 +137,29 @@ def test_a_stop_record_round_trips_and_reads_as_one_line() -> None:
     assert stop_of({"stop": {"by": "nobody"}}) is None
     assert StopReason("rule", "kl", 7, "collapse").state == "PRUNED"
     assert StopReason("failure", "RuntimeError", 2, "RuntimeError: x").text() == "RuntimeError: x"
+
+
+def test_the_dashboard_reads_a_finished_trial_from_sql_once(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """optuna-dashboard re-reads a study's trials whenever its own 10 s cache expires; served
+    behind Optuna's trial cache, a finished trial comes from the cache, not from SQL again: a
+    param deleted in SQL after the first read still shows."""
+    import optuna_dashboard
+    import sqlalchemy as sa
+
+    from hpsearch.dashboard import serve
+    from hpsearch.storage import open_storage
+
+    url = f"sqlite:///{tmp_path}/cache.db"
+    study = optuna.create_study(study_name="cached", storage=open_storage(url))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    served: list[optuna.storages.BaseStorage] = []
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, **_: served.append(storage))
+    serve(open_storage(url, heartbeat=False, create=False))
+    storage = served[0]
+    study_id = storage.get_study_id_from_name("cached")
+    assert [set(t.params) for t in storage.get_all_trials(study_id)] == [{"x"}] * 3
+    with sa.create_engine(url).begin() as connection:
+        connection.execute(sa.text("DELETE FROM trial_params"))
+    assert [set(t.params) for t in storage.get_all_trials(study_id)] == [{"x"}] * 3

@@ -114,6 +114,20 @@ def frozen_trial_id(study: optuna.Study, trial: FrozenTrial) -> int:
     return int(trial_id)
 
 
+def with_trial_cache(storage: BaseStorage) -> BaseStorage:
+    """``storage`` behind Optuna's trial cache (``optuna.storages.get_storage``, "only for
+    internal usage"), as a study opened by Optuna has it: a finished trial is read from SQL
+    once, later reads fetch only unfinished and new trials. RDB stores only (the others are
+    returned as they are, as is every store with the public API only)."""
+    if public_only():
+        return storage
+    try:
+        from optuna.storages import get_storage
+    except ImportError:
+        return storage
+    return get_storage(storage)
+
+
 def cached_trials(study: optuna.Study) -> list[FrozenTrial] | None:
     """Inside ``study.optimize``, the trial list the sampler read for the running trial
     (``Study._thread_local.cached_all_trials``), else None (the caller reads the trials)."""
