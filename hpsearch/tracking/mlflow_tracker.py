@@ -314,7 +314,8 @@ class MlflowTracker(Tracker):
         run_name = f"trial-{trial_number}" if trial_number is not None else "try"
 
         def create() -> Any:
-            run_tags = {**tags, study_run.ROLE_TAG: "trial"}
+            run_tags = {key: value for key, value in tags.items() if value != ""}  # no blanks
+            run_tags[study_run.ROLE_TAG] = "trial"
             if trial_number is not None:
                 record = self.study_record(study_name)
                 experiment_id = record.experiment_id

@@ -36,7 +36,7 @@ def test_a_trial_is_a_child_of_the_study_run_with_history_events_and_artifacts(
 ) -> None:
     tracker = MlflowTracker(mlflow_uri, flush_interval_s=3600)
     run = tracker.start_trial(
-        "study-a", 3, {"lr": 0.01, "schedule": "staged"}, {"study": "study-a"}
+        "study-a", 3, {"lr": 0.01, "schedule": "staged"}, {"study": "study-a", "gpu": ""}
     )
     assert run.run_id is not None
     for epoch in range(1, 51):
@@ -60,6 +60,7 @@ def test_a_trial_is_a_child_of_the_study_run_with_history_events_and_artifacts(
     assert stored.data.params == {"lr": "0.01", "schedule": "staged"}
     assert stored.data.tags["state"] == "COMPLETE"
     assert stored.data.tags["feasible"] == "true"
+    assert "gpu" not in stored.data.tags  # an empty value is no tag
     assert stored.data.metrics["objective_loss"] == 0.2
     history = client.get_metric_history(run.run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(e, 1.0 / e) for e in range(1, 51)]
