@@ -323,6 +323,7 @@ def command_time(code: Path, side: str, *args: str) -> float:
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "hpsearch", *args],
+        cwd=code,  # `python -m` puts the working directory first on the path
         env=env,
         capture_output=True,
         text=True,
@@ -357,6 +358,7 @@ def page_times(code: Path, side: str) -> dict[str, float]:
             "--port",
             str(port),
         ],
+        cwd=code,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

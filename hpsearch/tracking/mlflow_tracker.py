@@ -239,15 +239,16 @@ class MlflowTracker(Tracker):
 
     def open_study(self, study: Any, spec: Any) -> None:
         """Find or create the study's parent run, mark it RUNNING, log the spec on it, and
-        refresh its summary as trials end. The writer process starts first, so its start-up
-        overlaps this process's own."""
-        if self._process is not None and not self.disabled:
-            self._process.start()
+        refresh its summary as trials end. The writer process starts once the store is there
+        (two processes creating a new MLflow database's tables at once would race), so that its
+        start-up overlaps the first trials."""
         record = self._guard(
             "find the study's run", lambda: self.study_record(study.study_name, spec)
         )
         if record is None:
             return
+        if self._process is not None:
+            self._process.start()
         self._summary.watch(study, spec, record)
         self.submit("open the study's run", lambda: self._open_parent(record, spec))
 

@@ -14,7 +14,10 @@ from typing import Any
 
 import mlflow
 import pytest
+from toy_spec import toy_spec
 
+import hpsearch
+from hpsearch.search_spaces import spec_from_dict
 from hpsearch.tracking import MlflowTracker, operations
 from hpsearch.tracking.operations import Operation
 from hpsearch.tracking.writer import BackgroundWriter
@@ -171,3 +174,21 @@ def test_a_write_that_fails_in_the_child_turns_tracking_off_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "set terminated failed" in warnings[0], warnings
     assert tracker.disabled
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_a_new_mlflow_database_is_made_once_beside_the_writer_process(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, repeat: int
+) -> None:
+    """The writer process starts after this process made a new store's tables (two processes
+    making them at once race: one of them fails)."""
+    uri = f"sqlite:///{tmp_path}/new-mlflow.db"
+    spec = spec_from_dict(toy_spec(name="fresh"))
+    with caplog.at_level(logging.WARNING, logger="hpsearch.tracking"):
+        hpsearch.run(spec, 2, storage=f"sqlite:///{tmp_path}/s.db", tracking_uri=uri)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("fresh")
+    assert experiment is not None
+    statuses = sorted(run.info.status for run in client.search_runs([experiment.experiment_id]))
+    assert statuses == ["FINISHED"] * 3  # the study's run and its two trials
