@@ -180,8 +180,10 @@ def test_a_write_that_fails_in_the_child_turns_tracking_off_with_one_warning(
 def test_a_new_mlflow_database_is_made_once_beside_the_writer_process(
     tmp_path: Any, caplog: pytest.LogCaptureFixture, repeat: int
 ) -> None:
-    """The writer process starts after this process made a new store's tables (two processes
-    making them at once race: one of them fails)."""
+    """A first run on a new MLflow database (``make demo`` from a clean clone): no warning,
+    every run finished. The writer process starts after this process made the tables; with the
+    opposite order the two could race to make them (not seen in 3 tries: the child's imports
+    usually take longer)."""
     uri = f"sqlite:///{tmp_path}/new-mlflow.db"
     spec = spec_from_dict(toy_spec(name="fresh"))
     with caplog.at_level(logging.WARNING, logger="hpsearch.tracking"):
