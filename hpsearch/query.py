@@ -225,15 +225,17 @@ def study_summaries(storage: str | None = None) -> list[StudySummary]:
                 directions=[d.name.lower() for d in study.directions],
                 objective_names=list(study.system_attrs.get("study:metric_names", [])),
                 counts=counts,
-                failures=_failure_classes(store, study.study_name) if counts.get("FAIL") else {},
+                failures=_failure_classes(store, study.study_name, counts.get("FAIL", 0)),
             )
         )
     return sorted(summaries, key=lambda item: item.name)
 
 
-def _failure_classes(store: BaseStorage, study_name: str) -> dict[str, int]:
-    """FAIL trials by user attr ``failure_class`` (``unknown`` where it is missing): one SQL
-    query on SQL stores, the FAIL trials read otherwise."""
+def _failure_classes(store: BaseStorage, study_name: str, n_failed: int) -> dict[str, int]:
+    """The ``n_failed`` FAIL trials by user attr ``failure_class`` (``unknown`` where it is
+    missing): one SQL query on SQL stores, the FAIL trials read otherwise."""
+    if not n_failed:
+        return {}
     study_id = store.get_study_id_from_name(study_name)
     fail = optuna.trial.TrialState.FAIL
     rdb = rdb_of(store)
@@ -246,7 +248,7 @@ def _failure_classes(store: BaseStorage, study_name: str) -> dict[str, int]:
             for t in trials
             if FAILURE_CLASS_ATTR in t.user_attrs
         )
-    unknown = store.get_n_trials(study_id, fail) - sum(counted.values())
+    unknown = n_failed - sum(counted.values())
     if unknown > 0:
         counted["unknown"] += unknown
     return dict(sorted(counted.items()))
