@@ -267,7 +267,3 @@ def main() -> None:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
     serve(sys.stdin.buffer, replies)
-
-
-if __name__ == "__main__":
-    main()
