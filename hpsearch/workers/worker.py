@@ -56,6 +56,21 @@ POLL_S = 0.5  # how often a worker waiting on other workers' running trials look
 STORAGE_PATIENCE_S = 120.0  # how long a worker retries a store that does not answer
 MAX_CONSECUTIVE_ERRORS = 5  # unexpected errors in a row before the worker gives up
 MAX_FAILURES_IN_A_ROW = 5  # trainer errors / out-of-memory failures in a row: the worker stops
+REDELIVER_S = 0.05  # how soon a signal that could not stop the trial where it landed comes again
+# A signal that lands in a store's code (a trial reporting, a pruner reading other trials) waits
+# until that call is over: an exception raised inside SQLAlchemy or a database driver makes it
+# invalidate the connection and log a traceback of its own, though the trial stops all the same.
+STORE_MODULES = (
+    "sqlalchemy",
+    "sqlite3",
+    "psycopg",
+    "psycopg2",
+    "redis",
+    "grpc",
+    "alembic",
+    "optuna.storages",
+    "hpsearch.storage",
+)
 STREAK_CLASSES = ("trainer_error", "out_of_memory")  # failures that say the code or device is bad
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -128,6 +143,7 @@ class Worker:
         self._in_trial = False  # a signal now raises StopRequested (once per delivery)
         self._evaluating = False  # the objective is running
         self._previous_unraisable: Callable[[Any], None] = sys.unraisablehook
+        self._redelivery: threading.Timer | None = None
         self._errors_in_a_row = 0
         self._waiting = False
         self.max_trials = max_trials
@@ -349,6 +365,7 @@ class Worker:
             yield
         finally:
             sys.unraisablehook = previous_hook
+            self._cancel_redelivery()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -361,16 +378,50 @@ class Worker:
             return
         if self._evaluating and self._signal is not None:
             self._in_trial = True
-            again = threading.Timer(0.05, os.kill, (os.getpid(), self._signal))
-            again.daemon = True
-            again.start()
+            self._redeliver_soon()
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is None:
             self._signal = signum
-        if self._in_trial:
-            self._in_trial = False
-            raise StopRequested()
+        if not self._in_trial:
+            return
+        if in_store_code(frame):  # stop the trial once the store call is over
+            self._redeliver_soon()
+            return
+        self._in_trial = False
+        raise StopRequested()
+
+    def _redeliver_soon(self) -> None:
+        """Sends the first signal again in ``REDELIVER_S``, while the objective still runs."""
+        if self._redelivery is not None and self._redelivery.is_alive():
+            return
+        self._redelivery = threading.Timer(REDELIVER_S, self._redeliver)
+        self._redelivery.daemon = True
+        self._redelivery.start()
+
+    def _redeliver(self) -> None:
+        if self._evaluating and self._signal is not None:
+            os.kill(os.getpid(), self._signal)
+
+    def _cancel_redelivery(self) -> None:
+        """No signal comes again once the worker's handlers are gone (it would hit Python's
+        own handler: a KeyboardInterrupt traceback at exit)."""
+        if self._redelivery is not None:
+            self._redelivery.cancel()
+            self._redelivery.join()
+            self._redelivery = None
+
+
+def in_store_code(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a frame that called it runs a store's or a database driver's code."""
+    while frame is not None:
+        module = frame.f_globals.get("__name__")
+        if isinstance(module, str) and any(
+            module == name or module.startswith(f"{name}.") for name in STORE_MODULES
+        ):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _Heartbeat:

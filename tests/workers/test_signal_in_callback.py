@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from hpsearch.storage import open_storage
@@ -47,3 +48,49 @@ def test_a_signal_swallowed_by_a_callback_still_stops_the_trial(
     assert trial.state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert "Exception ignored" not in capfd.readouterr().err
+
+
+class _SignalInsideTheStore:
+    """Raises a stop signal once inside SQLAlchemy's code, as the trial writes a user attr:
+    where the signal tests saw SQLAlchemy invalidate the connection and log a traceback."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self, *_args: Any) -> None:
+        if self.armed:
+            self.armed = False
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, in a store's frame
+
+
+_IN_THE_STORE = _SignalInsideTheStore()
+
+
+def _objective_hit_inside_a_store_call(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0.0, 1.0)
+    _IN_THE_STORE.armed = True
+    trial.set_user_attr("written", True)  # the signal lands in this call, which must complete
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the stop comes again here, in the trial's own code
+        time.sleep(0.01)
+    return 1.0
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_a_signal_inside_a_store_call_stops_the_trial_once_the_call_is_over(
+    sqlite_url: str, unique_name: str, capfd: pytest.CaptureFixture[str], repeat: int
+) -> None:
+    study = optuna.create_study(study_name=unique_name, storage=open_storage(sqlite_url))
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", _IN_THE_STORE)
+    try:
+        worker = Worker(study, _objective_hit_inside_a_store_call, budget=3, poll_s=0.05)
+        started = time.monotonic()
+        result = worker.run()
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", _IN_THE_STORE)
+    assert result.signal == signal.SIGINT
+    assert time.monotonic() - started < 50  # stopped, not run to its end (60 s)
+    trial = study.get_trials()[0]  # the stopped trial (its retry waits in the queue)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs.get("written") is True  # the store call was not cut short
+    assert "Traceback" not in capfd.readouterr().err
