@@ -32,7 +32,7 @@ from hpsearch.objectives import (
     pick_device,
 )
 from hpsearch.objectives.suggest import try_params
-from hpsearch.search_spaces import FloatParam, IntParam, StudySpec, load_spec
+from hpsearch.search_spaces import SPEC_ATTR, FloatParam, IntParam, StudySpec, load_spec
 from hpsearch.search_spaces.schema import ParamSpec, study_name_problem
 from hpsearch.search_spaces.validate import check_against_trainer
 from hpsearch.storage import default_storage_url, open_storage
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from hpsearch.workers.worker import WorkerResult
 
 logger = logging.getLogger("hpsearch")
-SPEC_ATTR = "hpsearch_spec"
 _PARAM_ADAPTER: TypeAdapter[ParamSpec] = TypeAdapter(ParamSpec)
 
 

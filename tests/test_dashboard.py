@@ -168,7 +168,7 @@ def test_the_note_says_the_rules_objectives_and_constraints_in_words(
     text = page.inner_text("body")
     assert "quality_band_distance" in text and "inside the band 0.9-0.95" in text
     assert "loss <= 0.2" in text
-    assert "hpsearch run <spec> --study-name browse" in text
+    assert 'hpsearch.run(spec, study_name="browse", storage="<URL>")' in text  # built in Python
 
 
 def test_the_study_page_shows_objective_names_and_the_saved_pareto_plot(

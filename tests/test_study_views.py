@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 from toy_spec import toy_spec
@@ -12,7 +14,7 @@ from hpsearch.dashboard.note import rule_in_words, study_note
 from hpsearch.objectives.stop import StopReason, stop_of
 from hpsearch.pruners.declarative import RuleConfig
 from hpsearch.query import best_configs, study_summaries
-from hpsearch.search_spaces import spec_from_dict
+from hpsearch.search_spaces import SPEC_ATTR, spec_from_dict
 from hpsearch.visualization import study_figures
 
 RULE = {
@@ -163,3 +165,18 @@ def test_the_dashboard_reads_a_finished_trial_from_sql_once(
     with sa.create_engine(url).begin() as connection:
         connection.execute(sa.text("DELETE FROM trial_params"))
     assert [set(t.params) for t in storage.get_all_trials(study_id)] == [{"x"}] * 3
+
+
+def test_the_note_of_a_spec_built_in_python_says_how_to_run_it_again(tmp_path: Path) -> None:
+    spec = spec_from_dict(toy_spec())
+    note = study_note(spec, "built")
+    assert "<spec>" not in note and "spec built in Python" in note
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    stored = optuna.create_study(study_name="built", storage=url)
+    stored.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    code = note.split("```python\n")[1].split("```")[0].replace("<URL>", url)
+    *rebuild, run_line = code.strip().splitlines()
+    assert run_line == f'hpsearch.run(spec, study_name="built", storage="{url}")'
+    names: dict[str, object] = {}
+    exec("\n".join(rebuild), names)  # the note's code, less the run itself
+    assert names["spec"] == spec

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from hpsearch.search_spaces import StudySpec
+from hpsearch.search_spaces import SPEC_ATTR, StudySpec
 from hpsearch.storage.internals import (
     cached_trials,
     set_study_system_attr,
@@ -32,7 +32,6 @@ from hpsearch.storage.internals import (
 )
 
 logger = logging.getLogger("hpsearch")
-SPEC_USER_ATTR = "hpsearch_spec"  # written by ``hpsearch.runner.create_study``
 NOTE_DIGEST_SYSTEM_ATTR = "hpsearch:note_digest"
 DASHBOARD_MAX_POINTS = 1000
 # A refresh may take at most this share of wall time: at 10,000 trials reading them and drawing
@@ -44,7 +43,7 @@ DEFAULT_REFRESH_S = 10.0
 
 def stored_spec(study: optuna.Study) -> dict[str, Any] | None:
     """The spec a study was run from, as ``create_study`` stored it (None if absent)."""
-    value = study.user_attrs.get(SPEC_USER_ATTR)
+    value = study.user_attrs.get(SPEC_ATTR)
     return value if isinstance(value, dict) else None
 
 

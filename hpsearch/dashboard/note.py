@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 
 from hpsearch.pruners.declarative import BackoffConfig, RuleConfig
-from hpsearch.search_spaces import CategoricalParam, FloatParam, StudySpec
+from hpsearch.search_spaces import SPEC_ATTR, CategoricalParam, FloatParam, StudySpec
 from hpsearch.search_spaces.schema import ParamSpec
 
 
@@ -22,7 +22,7 @@ def study_note(spec: StudySpec, study_name: str | None = None) -> str:
         f"# {name}",
         spec.description or "(no description in the spec)",
         f"Trainer `{spec.trainer}`, {spec.epochs} epochs per trial, seed {spec.seed}; "
-        f"spec `{spec.source}`.",
+        f"{_where_from(spec)}.",
         "## Objectives",
         _objectives(spec),
         "## Constraints",
@@ -36,9 +36,29 @@ def study_note(spec: StudySpec, study_name: str | None = None) -> str:
         "## Sampler",
         _sampler(spec),
         "## Reproduce",
-        f"```\nhpsearch run {spec.source} --study-name {name} --storage <URL>\n```",
+        _reproduce(spec, name),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _where_from(spec: StudySpec) -> str:
+    if spec.from_file:
+        return f"spec `{spec.source}`"
+    return f"spec built in Python (its JSON is the study's user attr `{SPEC_ATTR}`)"
+
+
+def _reproduce(spec: StudySpec, name: str) -> str:
+    if spec.from_file:
+        return f"```\nhpsearch run {spec.source} --study-name {name} --storage <URL>\n```"
+    return (
+        "```python\n"
+        "import hpsearch, optuna\n"
+        "from hpsearch.search_spaces import spec_from_dict\n\n"
+        f'stored = optuna.load_study(study_name="{name}", storage="<URL>")\n'
+        f'spec = spec_from_dict(stored.user_attrs["{SPEC_ATTR}"])\n'
+        f'hpsearch.run(spec, study_name="{name}", storage="<URL>")\n'
+        "```"
+    )
 
 
 def _objectives(spec: StudySpec) -> str:

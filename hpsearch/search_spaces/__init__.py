@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from hpsearch._util import first_line
 from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.search_spaces.schema import (
+    IN_PYTHON,
+    SPEC_ATTR,
     CategoricalParam,
     ConstraintSpec,
     FloatParam,
@@ -138,7 +140,7 @@ def quick_variant(spec: StudySpec) -> StudySpec:
     return variant
 
 
-def parse_yaml(text: str, where: str = "<spec>") -> Any:
+def parse_yaml(text: str, where: str = IN_PYTHON) -> Any:
     """The YAML document in ``text`` (safe types only), or SpecError: bad syntax, duplicate
     keys, more than one document, nesting deeper than ``MAX_DEPTH``, more than ``MAX_NODES``
     values once anchors are expanded (an alias bomb)."""
@@ -154,7 +156,7 @@ def parse_yaml(text: str, where: str = "<spec>") -> Any:
         ) from None
 
 
-def spec_from_dict(data: Any, where: str = "<spec>") -> StudySpec:
+def spec_from_dict(data: Any, where: str = IN_PYTHON) -> StudySpec:
     """Validate a spec given as a mapping (what a YAML file holds)."""
     if not isinstance(data, dict):
         raise SpecError(f"{where}: the spec must be a mapping of keys (name, trainer, space, ...)")
@@ -258,6 +260,8 @@ def _is_union_tag(part: object) -> bool:
 
 
 __all__ = [
+    "IN_PYTHON",
+    "SPEC_ATTR",
     "CategoricalParam",
     "ConstraintSpec",
     "FloatParam",

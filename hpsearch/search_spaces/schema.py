@@ -222,6 +222,10 @@ class QuickSpec(_Strict):
 QUICK_SUFFIX = "-quick"
 
 
+IN_PYTHON = "<spec>"  # the source of a spec built in Python, not read from a file
+SPEC_ATTR = "hpsearch_spec"  # the study's user attr that holds its spec as JSON
+
+
 class StudySpec(_Strict):
     """A whole study spec (one YAML file)."""
 
@@ -239,7 +243,7 @@ class StudySpec(_Strict):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec | None = None
     quick: QuickSpec | None = None
-    _source: str = PrivateAttr(default="<spec>")
+    _source: str = PrivateAttr(default=IN_PYTHON)
 
     @model_validator(mode="after")
     def _conditions_name_earlier_params(self) -> StudySpec:
@@ -274,8 +278,14 @@ class StudySpec(_Strict):
 
     @property
     def source(self) -> str:
-        """Where the spec came from: a packaged name's file or the user's path."""
+        """Where the spec came from: a packaged name's file, the user's path, or ``IN_PYTHON``
+        (built from a dict or by hand)."""
         return self._source
+
+    @property
+    def from_file(self) -> bool:
+        """Whether ``hpsearch run`` can be given ``source`` again (not built in Python)."""
+        return self._source != IN_PYTHON
 
     @property
     def objective_names(self) -> list[str]:
