@@ -19,21 +19,31 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 logger = logging.getLogger("hpsearch.tracking")
 Write = Callable[[], None]
+T = TypeVar("T")
 
 
 @runtime_checkable
-class AbsorbingWrite(Protocol):
-    """A write that may take over the one queued right after it."""
+class Absorbing(Protocol):
+    """A queued write that may take over the one queued right after it."""
 
-    def __call__(self) -> None: ...
-
-    def absorb(self, later: Write) -> bool:
+    def absorb(self, later: Any) -> bool:
         """Include ``later`` in this write (True), or leave it queued (False)."""
         ...
+
+
+def pop_absorbing(queue: collections.deque[T]) -> tuple[T, int]:
+    """The first item of a non-empty ``queue``, having absorbed the items queued right after it
+    that it accepts (an item with an ``absorb`` method), removed too; how many were taken."""
+    first, taken = queue.popleft(), 1
+    if isinstance(first, Absorbing):
+        while queue and first.absorb(queue[0]):
+            queue.popleft()
+            taken += 1
+    return first, taken
 
 
 class BackgroundWriter:
@@ -77,12 +87,7 @@ class BackgroundWriter:
         with self._changed:
             while not self._queue:
                 self._changed.wait()
-            write, taken = self._queue.popleft(), 1
-            if isinstance(write, AbsorbingWrite):
-                while self._queue and write.absorb(self._queue[0]):
-                    self._queue.popleft()
-                    taken += 1
-            return write, taken
+            return pop_absorbing(self._queue)
 
     def _loop(self) -> None:
         while True:

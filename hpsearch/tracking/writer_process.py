@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hpsearch.tracking.operations import Operation
+from hpsearch.tracking.writer import pop_absorbing
 
 logger = logging.getLogger("hpsearch.tracking")
 ErrorHandler = Callable[[str, str], None]
@@ -211,11 +212,7 @@ class _Inbox:
         with self._arrived:
             while not self._messages:
                 self._arrived.wait()
-            message = self._messages.popleft()
-            if isinstance(message, Operation):
-                while self._messages and message.absorb(self._messages[0]):
-                    self._messages.popleft()
-            return message
+            return pop_absorbing(self._messages)[0]
 
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
