@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from hpsearch._util import uninterrupted
+
 logger = logging.getLogger("hpsearch.tracking")
 Write = Callable[[], None]
 T = TypeVar("T")
@@ -56,6 +58,7 @@ class BackgroundWriter:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
+    @uninterrupted
     def submit(self, write: Write) -> None:
         """Queue ``write``; it must handle its own errors (one that escapes is logged)."""
         with self._changed:

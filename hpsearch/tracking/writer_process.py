@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from hpsearch._util import uninterrupted
 from hpsearch.tracking.operations import Operation
 from hpsearch.tracking.writer import pop_absorbing
 
@@ -61,6 +62,7 @@ class WriterProcess:
         with self._send_lock:
             self._ensure_started()
 
+    @uninterrupted
     def send(self, operation: Operation) -> bool:
         """Send ``operation`` to the child (started on first use); False if there is no child
         to send it to (it could not start, or it ended): the caller applies it itself."""
@@ -133,6 +135,7 @@ class WriterProcess:
         ).start()
         return True
 
+    @uninterrupted
     def _write(self, message: dict[str, Any]) -> bool:
         process = self._process
         if process is None or process.stdin is None:

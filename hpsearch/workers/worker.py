@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch._util import quiet_experimental
+from hpsearch._util import UNINTERRUPTED_CODE, quiet_experimental
 from hpsearch.dashboard import FigureRefresher
 from hpsearch.errors import HpsearchError
 from hpsearch.objectives import TrialFailed, build_objective
@@ -57,9 +57,13 @@ STORAGE_PATIENCE_S = 120.0  # how long a worker retries a store that does not an
 MAX_CONSECUTIVE_ERRORS = 5  # unexpected errors in a row before the worker gives up
 MAX_FAILURES_IN_A_ROW = 5  # trainer errors / out-of-memory failures in a row: the worker stops
 REDELIVER_S = 0.05  # how soon a signal that could not stop the trial where it landed comes again
-# A signal that lands in a store's code (a trial reporting, a pruner reading other trials) waits
-# until that call is over: an exception raised inside SQLAlchemy or a database driver makes it
-# invalidate the connection and log a traceback of its own, though the trial stops all the same.
+MAX_DEFER_S = 2.0  # how long a stop waits for such a call (a store whose server is down: not more)
+# A signal that lands in a store's code (a trial reporting, a pruner reading other trials) or in
+# a function marked ``uninterrupted`` (a tracking write being queued or sent to the MLflow
+# writer) waits until that call is over, for at most MAX_DEFER_S: an exception raised inside
+# SQLAlchemy or a database driver makes it invalidate the connection and log a traceback of its
+# own, one raised mid-send would tear the line the writer process reads; the trial stops all the
+# same, a few milliseconds later.
 STORE_MODULES = (
     "sqlalchemy",
     "sqlite3",
@@ -144,6 +148,7 @@ class Worker:
         self._evaluating = False  # the objective is running
         self._previous_unraisable: Callable[[Any], None] = sys.unraisablehook
         self._redelivery: threading.Timer | None = None
+        self._deferred_since: float | None = None  # when a stop first waited for a call to end
         self._errors_in_a_row = 0
         self._waiting = False
         self.max_trials = max_trials
@@ -313,11 +318,12 @@ class Worker:
                 raise
             # Another worker put it back in the queue (a claim race the store did not
             # serialise): its next claimant runs it again, this result is dropped.
-            logger.warning("trial %d was put back in the queue by another worker; its "
-                           "result here is dropped and it runs again", trial.number)
-            return self._storage_call(
-                storage_of(self.study).get_trial, trial_id_of(trial)
+            logger.warning(
+                "trial %d was put back in the queue by another worker; its "
+                "result here is dropped and it runs again",
+                trial.number,
             )
+            return self._storage_call(storage_of(self.study).get_trial, trial_id_of(trial))
         if told.state != state:  # NaN values, or failed as stale by another worker
             logger.warning("trial %d ended %s, not %s", trial.number, told.state.name, state.name)
         return told
@@ -385,7 +391,10 @@ class Worker:
             self._signal = signum
         if not self._in_trial:
             return
-        if in_store_code(frame):  # stop the trial once the store call is over
+        if self._deferred_since is None:
+            self._deferred_since = time.monotonic()
+        waited = time.monotonic() - self._deferred_since
+        if waited < MAX_DEFER_S and in_uninterrupted_code(frame):  # stop once the call is over
             self._redeliver_soon()
             return
         self._in_trial = False
@@ -412,9 +421,12 @@ class Worker:
             self._redelivery = None
 
 
-def in_store_code(frame: FrameType | None) -> bool:
-    """Whether ``frame`` or a frame that called it runs a store's or a database driver's code."""
+def in_uninterrupted_code(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a frame that called it runs a store's or a database driver's code,
+    or a function marked ``uninterrupted``."""
     while frame is not None:
+        if frame.f_code in UNINTERRUPTED_CODE:
+            return True
         module = frame.f_globals.get("__name__")
         if isinstance(module, str) and any(
             module == name or module.startswith(f"{name}.") for name in STORE_MODULES

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from hpsearch._util import uninterrupted
 from hpsearch.storage import open_storage
 from hpsearch.workers import Worker
 
@@ -93,4 +94,50 @@ def test_a_signal_inside_a_store_call_stops_the_trial_once_the_call_is_over(
     trial = study.get_trials()[0]  # the stopped trial (its retry waits in the queue)
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs.get("written") is True  # the store call was not cut short
+    assert "Traceback" not in capfd.readouterr().err
+
+
+CALLS_COMPLETED: list[str] = []
+
+
+@uninterrupted
+def _queue_a_write(name: str) -> None:
+    signal.raise_signal(signal.SIGINT)  # lands in a call marked uninterrupted
+    CALLS_COMPLETED.append(name)
+
+
+@uninterrupted
+def _a_store_call_that_never_ends() -> None:
+    signal.raise_signal(signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    CALLS_COMPLETED.append("never")
+
+
+def _objective_with_uninterrupted_calls(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0.0, 1.0)
+    if trial.study.user_attrs.get("stuck"):
+        _a_store_call_that_never_ends()
+    _queue_a_write(f"trial-{trial.number}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return 1.0
+
+
+@pytest.mark.parametrize("stuck", [False, True], ids=["short-call", "stuck-call"])
+def test_a_call_marked_uninterrupted_ends_before_the_stop_but_waits_at_most_a_while(
+    sqlite_url: str, unique_name: str, capfd: pytest.CaptureFixture[str], stuck: bool
+) -> None:
+    study = optuna.create_study(study_name=unique_name, storage=open_storage(sqlite_url))
+    study.set_user_attr("stuck", stuck)
+    CALLS_COMPLETED.clear()
+    started = time.monotonic()
+    result = Worker(study, _objective_with_uninterrupted_calls, budget=3, poll_s=0.05).run()
+    assert result.signal == signal.SIGINT
+    assert time.monotonic() - started < 50  # stopped, not run to its end (60 s)
+    assert study.get_trials()[0].state == TrialState.FAIL
+    # a short call ends before the stop; one stuck in there is cut after MAX_DEFER_S
+    assert ([] if stuck else ["trial-0"]) == CALLS_COMPLETED
     assert "Traceback" not in capfd.readouterr().err
