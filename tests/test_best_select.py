@@ -33,8 +33,19 @@ def toy_yaml(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def study_url(toy_yaml: Path, sqlite_url: str) -> str:
-    assert cli("run", str(toy_yaml), "--trials", "8", "--storage", sqlite_url, "--no-mlflow",
-               "--no-progress") == 0
+    assert (
+        cli(
+            "run",
+            str(toy_yaml),
+            "--trials",
+            "8",
+            "--storage",
+            sqlite_url,
+            "--no-mlflow",
+            "--no-progress",
+        )
+        == 0
+    )
     return sqlite_url
 
 
@@ -68,8 +79,10 @@ def test_an_exported_config_re_runs_the_same_trial(
     study_url: str, toy_yaml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capsys.readouterr()
-    assert cli("best", str(toy_yaml), "--storage", study_url, "--rank-by", "x", "--export",
-               "yaml") == 0
+    assert (
+        cli("best", str(toy_yaml), "--storage", study_url, "--rank-by", "x", "--export", "yaml")
+        == 0
+    )
     exported = tmp_path / "best.yaml"
     exported.write_text(capsys.readouterr().out)
     document = yaml.safe_load(exported.read_text())

@@ -180,3 +180,20 @@ def test_the_note_of_a_spec_built_in_python_says_how_to_run_it_again(tmp_path: P
     names: dict[str, object] = {}
     exec("\n".join(rebuild), names)  # the note's code, less the run itself
     assert names["spec"] == spec
+
+
+def test_serve_warns_when_optuna_dashboard_has_no_front_to_override(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import optuna_dashboard
+    from optuna_dashboard import _app
+
+    from hpsearch.dashboard import serve, use_feasible_front
+
+    assert use_feasible_front()  # the installed optuna-dashboard: overridden
+    monkeypatch.delattr(_app, "get_pareto_front_trials")
+    served: list[object] = []
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda *a, **k: served.append(a))
+    serve(optuna.storages.InMemoryStorage(), port=0)
+    assert served  # served all the same
+    assert "its Best Trials may list infeasible trials" in caplog.text

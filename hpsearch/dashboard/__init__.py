@@ -145,7 +145,11 @@ def serve(storage: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
     read takes every trial from SQL again (tens of seconds at 10,000 trials)."""
     from optuna_dashboard import run_server
 
-    use_feasible_front()
+    if not use_feasible_front():
+        logger.warning(
+            "this optuna-dashboard has no get_pareto_front_trials to override: its Best Trials "
+            "may list infeasible trials (hpsearch best lists the feasible front)"
+        )
     run_server(with_trial_cache(storage), host=host, port=port)
 
 

@@ -137,9 +137,7 @@ def cached_trials(study: optuna.Study) -> list[FrozenTrial] | None:
     return cached if isinstance(cached, list) else None
 
 
-def trials_in_states(
-    study: optuna.Study, states: tuple[TrialState, ...]
-) -> list[FrozenTrial]:
+def trials_in_states(study: optuna.Study, states: tuple[TrialState, ...]) -> list[FrozenTrial]:
     """The study's trials in ``states``, not copied. Optuna's trial cache (which wraps RDB
     stores) reads every trial of the study and filters afterwards; the SQL store below it
     filters in SQL, so a read of the 2,500 COMPLETE trials of a 10,000-trial study reads only
