@@ -94,13 +94,15 @@ def _quiet_libraries(track: bool = True) -> None:
 
 
 def _study_name_for(spec_argument: str, study_name: str | None, quick: bool = False) -> str:
-    """--study-name, else the spec's name; a name that is no spec is taken as a study name."""
-    from hpsearch.search_spaces import load_spec
+    """--study-name, else the spec's name; a name that is no spec is taken as a study name.
+    The spec is read against the schema only: its trainer (and torch) is not imported."""
+    from hpsearch.search_spaces import quick_variant_unchecked, read_spec
 
     if study_name:
         return study_name
     try:
-        return load_spec(spec_argument, quick=quick).name
+        spec = read_spec(spec_argument)
+        return quick_variant_unchecked(spec).name if quick else spec.name
     except SpecError:
         if spec_argument.endswith((".yaml", ".yml")):
             raise

@@ -76,3 +76,20 @@ def test_a_lazy_package_name_still_resolves_and_a_wrong_one_is_an_attribute_erro
     assert callable(hpsearch.metrics.effective_rank)
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = hpsearch.objectives.no_such_name  # type: ignore[attr-defined]
+
+
+def test_best_of_a_spec_reads_the_spec_without_loading_its_trainer() -> None:
+    """``hpsearch best vae`` takes the study name from the spec: the schema is enough, the
+    trainer (and torch, 1.7 s) is not imported."""
+    code = (
+        "import optuna, tempfile\n"
+        "url = f'sqlite:///{tempfile.mkdtemp()}/store.db'\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "optuna.create_study(study_name='vae', storage=url, directions=['minimize'] * 2)\n"
+        "from click.testing import CliRunner\n"
+        "from hpsearch.cli import cli\n"
+        "result = CliRunner().invoke(cli, ['best', 'vae', '--storage', url])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'no feasible Pareto-optimal trial yet' in result.output, result.output"
+    )
+    assert "torch" not in _modules_after(code)["heavy"]

@@ -130,14 +130,20 @@ def read_spec(spec: str) -> StudySpec:
 
 def quick_variant(spec: StudySpec) -> StudySpec:
     """The spec's ``quick:`` variant, validated against the trainer like the spec itself."""
+    variant = quick_variant_unchecked(spec)
+    check_against_trainer(variant, f"{spec.source} (quick:)")
+    return variant
+
+
+def quick_variant_unchecked(spec: StudySpec) -> StudySpec:
+    """The spec's ``quick:`` variant, not checked against the trainer (no torch import); a
+    SpecError when the spec has no such section."""
     if spec.quick is None:
         raise SpecError(
             f"{spec.source}: spec {spec.name!r} has no quick: section; run it without --quick "
             "or add `quick: {epochs: N, fixed: {...}}` to the spec"
         )
-    variant = spec.quick_variant()
-    check_against_trainer(variant, f"{spec.source} (quick:)")
-    return variant
+    return spec.quick_variant()
 
 
 def parse_yaml(text: str, where: str = IN_PYTHON) -> Any:
@@ -274,6 +280,7 @@ __all__ = [
     "load_spec",
     "packaged_spec_names",
     "quick_variant",
+    "quick_variant_unchecked",
     "read_spec",
     "spec_from_dict",
 ]
