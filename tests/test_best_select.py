@@ -12,7 +12,7 @@ from toy_spec import toy_spec
 
 import hpsearch
 from hpsearch.cli import main
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, SpecError
 
 
 def cli(*args: str) -> int:
@@ -127,3 +127,14 @@ def test_try_a_value_the_trainer_rejects_is_bad_input(
     assert len(error) == 1 and "param x=5.0 is out of range" in error[0]
     assert cli("try", str(toy_yaml), "--set", "decay=0.5") == 0  # valid, outside the space
     assert "note: decay=0.5 is outside the searched range [0.6, 0.95]" in capsys.readouterr().err
+
+
+def test_best_quick_names_the_quick_study_and_a_spec_without_quick_is_an_error(
+    toy_yaml: Path,
+) -> None:
+    from hpsearch.cli import _study_name_for
+
+    assert _study_name_for("lvm", None, quick=True) == "lvm-quick"
+    assert _study_name_for("lvm", "mine", quick=True) == "mine"
+    with pytest.raises(SpecError, match="has no quick: section"):
+        _study_name_for(str(toy_yaml), None, quick=True)
