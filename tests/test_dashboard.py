@@ -1,6 +1,7 @@
 """What a person sees: `hpsearch dashboard` and `hpsearch report` on a small real study, rendered
-in headless Debian Chromium driven by Playwright (no browser download). Screenshots are kept
-in $HPSEARCH_TEST_ARTIFACTS (else a folder of pytest's tmp dir)."""
+in headless Debian Chromium driven by Playwright (no browser download). Screenshots are kept in
+``$HPSEARCH_TEST_ARTIFACTS/dashboard`` (default: ``test-artifacts/dashboard`` in the repository,
+ignored by git), beside the MLflow ones."""
 
 from __future__ import annotations
 
@@ -81,9 +82,10 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def artifacts() -> Path:
     folder = os.environ.get("HPSEARCH_TEST_ARTIFACTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path = Path(folder) if folder else Path(__file__).resolve().parents[1] / "test-artifacts"
+    path = path / "dashboard"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
