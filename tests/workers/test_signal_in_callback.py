@@ -13,11 +13,30 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch._util import uninterrupted
 from hpsearch.storage import open_storage
 from hpsearch.workers import Worker
+
+
+def _run_a_minute() -> None:
+    """Python code that runs for 60 s unless a stop cuts it short."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _stopped_trial(study: optuna.Study, objective: Any, signum: int) -> FrozenTrial:
+    """Run a worker on ``study`` until ``signum`` stops it, well before the trial's minute is
+    over; the stopped trial, failed (its retry waits in the queue)."""
+    started = time.monotonic()
+    result = Worker(study, objective, budget=3, poll_s=0.05).run()
+    assert result.signal == signum
+    assert time.monotonic() - started < 50  # stopped, not run to its end (60 s)
+    trial = study.get_trials()[0]
+    assert trial.state == TrialState.FAIL
+    return trial
 
 
 class _SignalsOnCollection:
@@ -29,9 +48,7 @@ def _objective_hit_inside_a_callback(trial: optuna.Trial) -> float:
     trial.suggest_float("x", 0.0, 1.0)
     doomed: Any = _SignalsOnCollection()
     del doomed  # the stop is raised in __del__, where Python swallows it
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # a long trial: the stop must still reach it
-        time.sleep(0.01)
+    _run_a_minute()  # a long trial: the stop must still reach it
     return 1.0
 
 
@@ -40,13 +57,7 @@ def test_a_signal_swallowed_by_a_callback_still_stops_the_trial(
     sqlite_url: str, unique_name: str, capfd: pytest.CaptureFixture[str], repeat: int
 ) -> None:
     study = optuna.create_study(study_name=unique_name, storage=open_storage(sqlite_url))
-    worker = Worker(study, _objective_hit_inside_a_callback, budget=3, poll_s=0.05)
-    started = time.monotonic()
-    result = worker.run()
-    assert result.signal == signal.SIGTERM
-    assert time.monotonic() - started < 50  # stopped, not run to its end (60 s)
-    trial = study.get_trials()[0]
-    assert trial.state == TrialState.FAIL
+    _stopped_trial(study, _objective_hit_inside_a_callback, signal.SIGTERM)
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert "Exception ignored" not in capfd.readouterr().err
 
@@ -71,9 +82,7 @@ def _objective_hit_inside_a_store_call(trial: optuna.Trial) -> float:
     trial.suggest_float("x", 0.0, 1.0)
     _IN_THE_STORE.armed = True
     trial.set_user_attr("written", True)  # the signal lands in this call, which must complete
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the stop comes again here, in the trial's own code
-        time.sleep(0.01)
+    _run_a_minute()  # the stop comes again here, in the trial's own code
     return 1.0
 
 
@@ -84,15 +93,9 @@ def test_a_signal_inside_a_store_call_stops_the_trial_once_the_call_is_over(
     study = optuna.create_study(study_name=unique_name, storage=open_storage(sqlite_url))
     sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", _IN_THE_STORE)
     try:
-        worker = Worker(study, _objective_hit_inside_a_store_call, budget=3, poll_s=0.05)
-        started = time.monotonic()
-        result = worker.run()
+        trial = _stopped_trial(study, _objective_hit_inside_a_store_call, signal.SIGINT)
     finally:
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", _IN_THE_STORE)
-    assert result.signal == signal.SIGINT
-    assert time.monotonic() - started < 50  # stopped, not run to its end (60 s)
-    trial = study.get_trials()[0]  # the stopped trial (its retry waits in the queue)
-    assert trial.state == TrialState.FAIL
     assert trial.user_attrs.get("written") is True  # the store call was not cut short
     assert "Traceback" not in capfd.readouterr().err
 
@@ -109,9 +112,7 @@ def _queue_a_write(name: str) -> None:
 @uninterrupted
 def _a_store_call_that_never_ends() -> None:
     signal.raise_signal(signal.SIGINT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        time.sleep(0.01)
+    _run_a_minute()
     CALLS_COMPLETED.append("never")
 
 
@@ -120,9 +121,7 @@ def _objective_with_uninterrupted_calls(trial: optuna.Trial) -> float:
     if trial.study.user_attrs.get("stuck"):
         _a_store_call_that_never_ends()
     _queue_a_write(f"trial-{trial.number}")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        time.sleep(0.01)
+    _run_a_minute()
     return 1.0
 
 
@@ -133,11 +132,7 @@ def test_a_call_marked_uninterrupted_ends_before_the_stop_but_waits_at_most_a_wh
     study = optuna.create_study(study_name=unique_name, storage=open_storage(sqlite_url))
     study.set_user_attr("stuck", stuck)
     CALLS_COMPLETED.clear()
-    started = time.monotonic()
-    result = Worker(study, _objective_with_uninterrupted_calls, budget=3, poll_s=0.05).run()
-    assert result.signal == signal.SIGINT
-    assert time.monotonic() - started < 50  # stopped, not run to its end (60 s)
-    assert study.get_trials()[0].state == TrialState.FAIL
+    _stopped_trial(study, _objective_with_uninterrupted_calls, signal.SIGINT)
     # a short call ends before the stop; one stuck in there is cut after MAX_DEFER_S
     assert ([] if stuck else ["trial-0"]) == CALLS_COMPLETED
     assert "Traceback" not in capfd.readouterr().err
